@@ -12,7 +12,7 @@ import torch
 import torch.nn as nn
 from torchvision.models import ResNet18_Weights, resnet18
 
-SOURCE_CHECKPOINT = Path("results/checkpoints/source_resnet18.pt")
+CHECKPOINT_DIR = Path("results/checkpoints")
 MODELS = ("pretrained", "scratch")
 STAGES = ("stem", "layer1", "layer2", "layer3", "layer4")  # freezing "layerN" freezes every stage up to it
 FREEZE = ("none", *STAGES)
@@ -30,7 +30,12 @@ def imagenet_file() -> Path:
     return Path(torch.hub.get_dir()) / "checkpoints" / url.rsplit("/", 1)[-1]
 
 
-def weights_path(weights: str) -> Path:
+def source_checkpoint(image_size: int = 32, smoke: bool = False) -> Path:
+    """Where ``python -m study.pretrain`` saves the animals source-task ResNet-18 for this image size."""
+    return CHECKPOINT_DIR / f"source_resnet18_{image_size}px{'_smoke' if smoke else ''}.pt"
+
+
+def weights_path(weights: str, source: Path | None = None) -> Path:
     """'imagenet' | 'source' | a state-dict file -> an existing path, or a clear error."""
     if weights == "imagenet":
         path = imagenet_file()
@@ -39,7 +44,7 @@ def weights_path(weights: str) -> Path:
                 f"ImageNet weights not found: put {path.name} (from {ResNet18_Weights.IMAGENET1K_V1.url}) at {path}"
             )
         return path
-    path = SOURCE_CHECKPOINT if weights == "source" else Path(weights).expanduser()
+    path = (source or source_checkpoint()) if weights == "source" else Path(weights).expanduser()
     if not path.exists():
         hint = " (make it with: python -m study.pretrain)" if weights == "source" else ""
         raise ModelError(f"weights file {path} does not exist{hint}")
@@ -56,7 +61,7 @@ def normalisation(weights: str | None) -> tuple[tuple[float, ...], tuple[float, 
     return IMAGENET_NORM if weights == "imagenet" else PAPER_NORM
 
 
-def check_model(model: str, weights: str | None, freeze: str) -> None:
+def check_model(model: str, weights: str | None, freeze: str, need_file: bool = True) -> None:
     if model not in MODELS:
         raise ModelError(f"unknown model '{model}'; choose one of: {', '.join(MODELS)}")
     if freeze not in FREEZE:
@@ -64,7 +69,8 @@ def check_model(model: str, weights: str | None, freeze: str) -> None:
     if model == "pretrained":
         if not weights:
             raise ModelError("model 'pretrained' needs weights: imagenet, source or a state-dict file")
-        weights_path(weights)
+        if need_file:
+            weights_path(weights)
     elif freeze != "none":
         raise ModelError(f"freezing '{freeze}' needs pretrained weights; a scratch model has nothing to keep")
 
@@ -74,13 +80,22 @@ def frozen_modules(model: nn.Module) -> list[nn.Module]:
 
 
 def build_model(
-    num_classes: int, model: str = "scratch", weights: str | None = None, freeze: str = "none"
+    num_classes: int,
+    model: str = "scratch",
+    weights: str | None = None,
+    freeze: str = "none",
+    state: dict[str, torch.Tensor] | None = None,
 ) -> nn.Module:
-    """torchvision ResNet-18 with a fresh ``num_classes`` head; backbone from ``weights`` if pretrained."""
-    check_model(model, weights, freeze)
+    """torchvision ResNet-18 with a fresh ``num_classes`` head; backbone from ``weights`` if pretrained.
+
+    ``state``: the weights' state dict when the caller already holds it (a study ships it to its
+    trials through Ray's object store, so nodes need no copy of the file).
+    """
+    check_model(model, weights, freeze, need_file=state is None)
     net = resnet18(weights=None)
     if model == "pretrained":
-        state = {k: v for k, v in load_state_dict(weights_path(weights)).items() if not k.startswith("fc.")}
+        state = load_state_dict(weights_path(weights)) if state is None else state
+        state = {k: v for k, v in state.items() if not k.startswith("fc.")}
         missing, unexpected = net.load_state_dict(state, strict=False)
         if unexpected or set(missing) - {"fc.weight", "fc.bias"}:
             raise ModelError(f"weights {weights} do not fit ResNet-18: missing {missing[:3]}, unexpected {unexpected[:3]}")
