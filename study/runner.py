@@ -1,0 +1,132 @@
+"""Run a validated study plan: one Ray Tune study per approach (own Optuna search, own ASHA),
+MLflow tracking, the best checkpoint on the test split, then results/<space>/."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+from optuna.samplers import TPESampler
+from ray import tune
+from ray.tune.schedulers import ASHAScheduler
+from ray.tune.search.optuna import OptunaSearch
+
+from study.data import Dataset
+from study.loop import evaluate
+from study.report import write_report
+from study.tracking import MLflowCallback, Tracker, flat_params
+from study.trainable import CHECKPOINT_FILE, build_parts, train_trial
+from study.spaces import Space
+
+if TYPE_CHECKING:
+    from study.tune import Plan
+
+
+def tracker_settings(plan: "Plan", approach: str) -> dict[str, Any]:
+    local = plan.tracking_uri.startswith("sqlite:")
+    root = Path(plan.args.results_dir).resolve() / "mlartifacts" if local else None
+    return {"uri": plan.tracking_uri, "experiment": plan.space, "study_id": plan.study_id, "approach": approach,
+            "artifact_root": root}
+
+
+def make_tuner(space: Space, plan: "Plan", data: Dataset, bank: dict, settings: dict[str, Any]) -> tune.Tuner:
+    b, a = plan.budget, plan.args
+    trainable = tune.with_resources(
+        tune.with_parameters(train_trial, data=data, weights=bank),  # into the object store once, shared by trials
+        {"cpu": a.cpus_per_trial, "gpu": a.gpus_per_trial},
+    )
+    path = f"{plan.storage}/{plan.study_id}/{space.name}"
+    if a.resume and tune.Tuner.can_restore(path):
+        return tune.Tuner.restore(path, trainable, resume_errored=True)
+    constants = {"approach": space.name, "seed": a.seed, "epochs": b["epochs"], "batch_size": b["batch_size"],
+                 "image_size": b["image_size"], "cpus": a.cpus_per_trial, "gpus": a.gpus_per_trial}
+    searcher = OptunaSearch(space.define_by_run(constants), metric="macro_f1", mode="max", sampler=TPESampler(seed=a.seed))
+    scheduler = ASHAScheduler(metric="macro_f1", mode="max", time_attr="training_iteration", max_t=b["epochs"], grace_period=min(b["grace_period"], b["epochs"]),
+                              reduction_factor=b["reduction_factor"])
+    return tune.Tuner(
+        trainable,
+        tune_config=tune.TuneConfig(search_alg=searcher, scheduler=scheduler,
+                                    num_samples=b["num_samples"], max_concurrent_trials=a.max_concurrent),
+        run_config=tune.RunConfig(
+            name=space.name,
+            storage_path=f"{plan.storage}/{plan.study_id}",
+            callbacks=[MLflowCallback(settings, list(data.classes), b["epochs"])],
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=2, checkpoint_score_attribute="macro_f1",
+                                                    checkpoint_score_order="max"),
+            failure_config=tune.FailureConfig(max_failures=3),
+            verbose=1,  # the status table only; every metric is in MLflow
+        ),
+    )
+
+
+def test_best(best: tune.Result, data: Dataset, bank: dict) -> dict[str, Any]:
+    """The best trial's best-epoch checkpoint on the held-out test split: touched once, here."""
+    checkpoint = best.get_best_checkpoint("macro_f1", "max")
+    parts = build_parts(best.config, data, bank)
+    with checkpoint.as_directory() as d:
+        state = torch.load(Path(d) / CHECKPOINT_FILE, map_location=parts.device, weights_only=True)
+    parts.model.load_state_dict(state["model"])
+    result = evaluate(parts.model, data.test.images, data.test.labels, parts.loss, batch_size=256, norm=parts.norm,
+                      device=parts.device)
+    epoch_of = {id(c): m for c, m in best.best_checkpoints}
+    return {"epoch": state["epoch"], "val": epoch_of.get(id(checkpoint), best.metrics),
+            "test": result.metrics(data.classes)}
+
+
+def run_approach(space: Space, plan: "Plan", data: Dataset, bank: dict) -> dict[str, Any] | None:
+    settings = tracker_settings(plan, space.name)
+    tracker = Tracker(**settings)
+    grid = make_tuner(space, plan, data, bank, settings).fit()
+    statuses = {r.metrics.get("trial_id", ""): ("FAILED" if r.error else "FINISHED") for r in grid}
+    tracker.close_children(statuses)
+    finished = grid.num_terminated + grid.num_errors == len(grid) and grid.num_terminated > 0
+    if not finished:
+        tracker.end(tracker.parent_id, "KILLED" if grid.num_errors < len(grid) else "FAILED")
+        return None
+    best = grid.get_best_result("macro_f1", "max", scope="all")
+    outcome = test_best(best, data, bank)
+    params = {f"best.{k}": v for k, v in flat_params(best.config).items()}
+    client, run = tracker.client, tracker.parent_id
+    for key, value in params.items():
+        client.log_param(run, key, value[:6000])
+    val = {k: v for k, v in outcome["val"].items() if k.startswith(("macro_f1", "val_", "train_"))}
+    test = {f"test_{k}": v for k, v in outcome["test"].items() if k != "confusion"}
+    for key, value in {**val, **test, "best_epoch": outcome["epoch"]}.items():
+        if isinstance(value, (int, float)):
+            client.log_metric(run, key, float(value))
+    client.log_dict(run, best.config, "best_config.json")
+    tracker.log_artifacts(run, {f"test_{k}": v for k, v in outcome["test"].items()}, list(data.classes), prefix="test_")
+    best_child = tracker.child(best.metrics["trial_id"], best.config)
+    tracker.end(run, "FINISHED", {"best_trial_id": best.metrics["trial_id"], "best_run_id": best_child,
+                                  "trials": str(len(grid)), "data": data.name})
+    return {"approach": space.name, "config": best.config, "macro_f1": outcome["val"]["macro_f1"],
+            "test_macro_f1": outcome["test"]["macro_f1"], "epoch": outcome["epoch"]}
+
+
+def init_ray(address: str | None) -> None:
+    import ray
+
+    # A fresh local instance unless told to join one: a plain ray.init() would attach to whatever
+    # /tmp/ray/ray_current_cluster names, and hang for ever when that cluster is dead.
+    ray.init(address=address or "local", dashboard_host="127.0.0.1", include_dashboard=False if not address else None,
+             logging_level="WARNING")
+
+
+def run_study(plan: "Plan", data: Dataset, bank: dict) -> int:
+    import ray
+
+    init_ray(plan.args.address)
+    outcomes = []
+    try:
+        for space in plan.spaces:
+            outcomes.append(run_approach(space, plan, data, bank))
+    finally:
+        ray.shutdown()
+    out = write_report(plan.tracking_uri, plan.space, Path(plan.args.results_dir) / plan.space, plan.study_id)
+    for o in filter(None, outcomes):
+        searched = {k: o["config"][k] for k in next(s for s in plan.spaces if s.name == o["approach"]).params if k in o["config"]}
+        print(f"best {o['approach']}: validation macro-F1 {o['macro_f1']:.4f} (epoch {o['epoch']}), "
+              f"test macro-F1 {o['test_macro_f1']:.4f}, config {searched}")
+    print(f"summary: {out}")
+    return 0 if all(outcomes) else 1
