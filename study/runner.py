@@ -97,8 +97,7 @@ def run_approach(space: Space, plan: "Plan", data: Dataset, bank: dict) -> dict[
             client.log_metric(run, key, float(value))
     client.log_dict(run, best.config, "best_config.json")
     tracker.log_artifacts(run, {f"test_{k}": v for k, v in outcome["test"].items()}, list(data.classes), prefix="test_")
-    best_child = tracker.child(best.metrics["trial_id"], best.config)
-    tracker.end(run, "FINISHED", {"best_trial_id": best.metrics["trial_id"], "best_run_id": best_child,
+    tracker.end(run, "FINISHED", {"best_trial_id": best.metrics["trial_id"], "best_run_id": tracker.run_of(best.metrics["trial_id"]),
                                   "trials": str(len(grid)), "data": data.name})
     return {"approach": space.name, "config": best.config, "macro_f1": outcome["val"]["macro_f1"],
             "test_macro_f1": outcome["test"]["macro_f1"], "epoch": outcome["epoch"]}

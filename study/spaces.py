@@ -104,14 +104,14 @@ class DefineByRun:
         return {k: v for k, v in chosen.items() if k not in asked}
 
 
-def available() -> list[str]:
-    return sorted(p.stem for p in SPACES_DIR.glob("*.yaml"))
+def available(directory: Path | None = None) -> list[str]:
+    return sorted(p.stem for p in (directory or SPACES_DIR).glob("*.yaml"))
 
 
-def _read(name: str) -> dict[str, Any]:
-    path = SPACES_DIR / f"{name}.yaml"
+def _read(name: str, directory: Path | None) -> dict[str, Any]:
+    path = (directory or SPACES_DIR) / f"{name}.yaml"
     if not path.exists():
-        raise SpaceError(f"unknown space '{name}'; choose one of: {', '.join(available())}")
+        raise SpaceError(f"unknown space '{name}'; choose one of: {', '.join(available(directory))}")
     try:
         doc = yaml.safe_load(path.read_text())
     except yaml.YAMLError as err:
@@ -175,9 +175,9 @@ def _defaults(file: str, doc: dict[str, Any]) -> dict[str, Any]:
     return {**BUDGET_DEFAULTS, **defaults}
 
 
-def load_space(name: str) -> Space:
-    """Load and validate one approach's space."""
-    doc = _read(name)
+def load_space(name: str, directory: Path | None = None) -> Space:
+    """Load and validate one approach's space from ``directory`` (default: search_spaces/)."""
+    doc = _read(name, directory)
     file = f"{name}.yaml"
     if "approaches" in doc:
         raise SpaceError(f"{file}: lists approaches; load it with load_spaces")
@@ -198,9 +198,9 @@ def load_space(name: str) -> Space:
     return Space(name, str(doc.get("description", "")), _defaults(file, doc), fixed, params)
 
 
-def load_spaces(name: str) -> list[Space]:
+def load_spaces(name: str, directory: Path | None = None) -> list[Space]:
     """One space, or every approach of a composite space (``all``) under its one shared budget."""
-    doc = _read(name)
+    doc = _read(name, directory)
     if "approaches" not in doc:
         return [load_space(name)]
     file = f"{name}.yaml"
@@ -214,6 +214,6 @@ def load_spaces(name: str) -> list[Space]:
     for approach in approaches:
         if approach == name:
             raise SpaceError(f"{file}: approaches: '{name}' cannot list itself")
-        space = load_space(approach)
+        space = load_space(approach, directory)
         spaces.append(Space(space.name, space.description, budget, space.fixed, space.params))
     return spaces

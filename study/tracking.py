@@ -129,6 +129,11 @@ class Tracker:
         tags = {"study_id": self.study_id, "approach": self.approach, "role": role, **tags}
         return self.client.create_run(self.experiment_id, tags=tags, run_name=name).info.run_id
 
+    def run_of(self, trial_id: str) -> str | None:
+        """The trial's child run id, if it has one (no side effects)."""
+        runs = self._find(CHILD, f" and tags.trial_id = '{trial_id}'")
+        return runs[0].info.run_id if runs else None
+
     def child(self, trial_id: str, config: dict[str, Any]) -> str:
         """The trial's child run: reattached when it exists (resume), created once otherwise."""
         if trial_id not in self.children:

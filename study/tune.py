@@ -50,6 +50,7 @@ def parser() -> argparse.ArgumentParser:
         prog="python -m study.tune", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     ap.add_argument("--space", required=True, help=f"search space in search_spaces/: one of {', '.join(available())}")
+    ap.add_argument("--spaces-dir", type=Path, default=None, help="folder of your own space files (default: search_spaces/)")
     ap.add_argument("--data", default="animals", help="animals (default), animals_source, digits, digits_lt, or a folder path "
                     "in the Kaggle layout (train/<class>/, validation/<class>/, optional test/<class>/)")
     ap.add_argument("--ratio", default=None, help="training minority:majority ratio, e.g. 1:11 or 0.0909 (animals default 1:11)")
@@ -105,7 +106,7 @@ def preflight(argv: list[str] | None) -> Plan:
     """Every check that can fail on bad input, before anything is written or Ray starts."""
     args = parser().parse_args(argv)
     _positive(args)
-    spaces = load_spaces(args.space)
+    spaces = load_spaces(args.space, args.spaces_dir)
     args.ratio = parse_ratio(args.ratio)
     args.counts = parse_counts(args.counts)
     resolve_source(args.data)  # unknown names, missing paths, empty class folders

@@ -1,0 +1,134 @@
+"""Whole studies through the CLI, in a subprocess, in a scratch directory: smoke studies of every
+approach, ASHA stopping trials early, and a SIGKILLed driver resumed with --resume."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+from study.spaces import load_spaces
+
+TIMEOUT = 900
+
+
+def study(cwd: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+    proc = subprocess.run([sys.executable, "-m", "study.tune", *args], cwd=cwd, capture_output=True, text=True,
+                          timeout=TIMEOUT)
+    if check:
+        assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return proc
+
+
+def client(cwd: Path) -> MlflowClient:
+    return MlflowClient(tracking_uri=f"sqlite:///{cwd / 'results' / 'mlflow.db'}")
+
+
+def runs(c: MlflowClient, experiment: str, query: str = "") -> list:
+    exp = c.get_experiment_by_name(experiment)
+    return c.search_runs([exp.experiment_id], query, max_results=1000)
+
+
+def artifact_paths(c: MlflowClient, run_id: str) -> set[str]:
+    return {a.path for a in c.list_artifacts(run_id)}
+
+
+def test_smoke_study_of_every_approach(tmp_path: Path) -> None:
+    proc = study(tmp_path, "--space", "all", "--smoke")
+    c = client(tmp_path)
+    approaches = [s.name for s in load_spaces("all")]
+    parents = runs(c, "all", "tags.role = 'parent'")
+    assert sorted(p.data.tags["approach"] for p in parents) == sorted(approaches)
+    assert len({p.data.tags["study_id"] for p in parents}) == 1
+    for parent in parents:
+        assert parent.info.status == "FINISHED"
+        assert "test_macro_f1" in parent.data.metrics and "macro_f1" in parent.data.metrics
+        assert {"best_config.json", "test_confusion_matrix.png", "test_per_class_report.tsv"} <= artifact_paths(c, parent.info.run_id)
+        children = runs(c, "all", f"tags.mlflow.parentRunId = '{parent.info.run_id}'")
+        assert len(children) == 2  # --smoke: two trials per approach
+        for child in children:
+            assert child.info.status == "FINISHED"
+            assert child.data.tags["approach"] == parent.data.tags["approach"]
+            steps = [m.step for m in c.get_metric_history(child.info.run_id, "macro_f1")]
+            assert steps == list(range(1, len(steps) + 1)) and steps
+            assert {"lr", "loss", "sampler", "model"} <= set(child.data.params)
+            assert {"config.json", "val_confusion_matrix.png", "val_per_class_report.tsv"} <= artifact_paths(c, child.info.run_id)
+    summary = tmp_path / "results" / "all"
+    assert {"summary.md", "summary.csv", "comparison.png"} <= {p.name for p in summary.iterdir()}
+    for approach in approaches:
+        assert f"| {approach} |" in (summary / "summary.md").read_text()
+        assert f"best {approach}: validation macro-F1" in proc.stdout
+    # the report rebuilds the same table from MLflow alone
+    (summary / "summary.csv").unlink()
+    subprocess.run([sys.executable, "-m", "study.report", "--space", "all"], cwd=tmp_path, check=True, timeout=300)
+    assert (summary / "summary.csv").read_text().count("\n") == len(approaches) + 1
+
+
+ASHA_SPACE = """\
+description: a study built to show ASHA at work - learning rates from useless to good
+defaults: {epochs: 6, num_samples: 8, grace_period: 1, reduction_factor: 2, batch_size: 32}
+fixed: {loss: ce, sampler: none, model: scratch}
+params:
+  lr: {type: float, low: 1.0e-7, high: 3.0e-3, log: true}
+"""
+
+
+def test_asha_stops_poor_trials_early(tmp_path: Path) -> None:
+    spaces = tmp_path / "spaces"
+    spaces.mkdir()
+    (spaces / "asha.yaml").write_text(ASHA_SPACE)
+    study(tmp_path, "--space", "asha", "--spaces-dir", str(spaces), "--data", "digits", "--ratio", "0.5", "--max-concurrent", "2")
+    children = runs(client(tmp_path), "asha", "tags.role = 'child'")
+    assert len(children) == 8 and all(r.info.status == "FINISHED" for r in children)
+    stopped = [r for r in children if r.data.tags["stopped_early"] == "true"]
+    assert stopped, "ASHA stopped no trial"
+    assert any(r.data.tags["stopped_early"] == "false" and r.data.tags["epochs_run"] == "6" for r in children)
+    for r in stopped:
+        assert int(r.data.tags["epochs_run"]) < 6
+
+
+def test_sigkilled_study_resumes_without_duplicates(tmp_path: Path) -> None:
+    spaces = tmp_path / "spaces"
+    spaces.mkdir()
+    (spaces / "slow.yaml").write_text(ASHA_SPACE.replace("num_samples: 8", "num_samples: 4").replace("1.0e-7", "1.0e-3"))
+    args = ["--space", "slow", "--spaces-dir", str(spaces), "--data", "digits", "--ratio", "0.5", "--max-concurrent", "1"]
+    proc = subprocess.Popen([sys.executable, "-m", "study.tune", *args], cwd=tmp_path, start_new_session=True,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    db = tmp_path / "results" / "mlflow.db"
+    deadline = time.time() + 300
+    try:
+        while time.time() < deadline:  # kill the driver once a trial has finished and another is under way
+            time.sleep(1)
+            if db.exists():
+                with sqlite3.connect(db) as con:
+                    try:
+                        done = con.execute("select count(*) from runs r join tags t on r.run_uuid = t.run_uuid "
+                                           "where t.key = 'role' and t.value = 'child' and r.status = 'FINISHED'").fetchone()[0]
+                    except sqlite3.OperationalError:
+                        done = 0
+                if done >= 1:
+                    time.sleep(4)
+                    break
+        assert proc.poll() is None, "the study ended before it could be killed"
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    c = client(tmp_path)
+    assert any(r.info.status == "RUNNING" for r in runs(c, "slow")), "the kill should leave something RUNNING"
+    study(tmp_path, *args, "--resume")
+    all_runs = runs(c, "slow")
+    assert [r.info.status for r in all_runs if r.info.status == "RUNNING"] == []
+    parents = [r for r in all_runs if r.data.tags["role"] == "parent"]
+    children = [r for r in all_runs if r.data.tags["role"] == "child"]
+    assert len(parents) == 1 and parents[0].info.status == "FINISHED"
+    assert len(children) == 4 and len({r.data.tags["trial_id"] for r in children}) == 4
+    for r in children:
+        steps = [m.step for m in c.get_metric_history(r.info.run_id, "macro_f1")]
+        assert len(steps) == len(set(steps)), f"duplicated epochs in {r.data.tags['trial_id']}: {steps}"
