@@ -202,7 +202,7 @@ def load_spaces(name: str, directory: Path | None = None) -> list[Space]:
     """One space, or every approach of a composite space (``all``) under its one shared budget."""
     doc = _read(name, directory)
     if "approaches" not in doc:
-        return [load_space(name)]
+        return [load_space(name, directory)]
     file = f"{name}.yaml"
     approaches = doc["approaches"]
     if not isinstance(approaches, list) or not approaches:
