@@ -3,6 +3,8 @@ MLflow tracking, the best checkpoint on the test split, then results/<space>/.""
 
 from __future__ import annotations
 
+import os
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -112,12 +114,58 @@ def init_ray(address: str | None) -> None:
              logging_level="WARNING")
 
 
+class ClusterError(RuntimeError):
+    """A setting that cannot work on a multi-node cluster: a clear one-line message."""
+
+
+def storage_seen_by(storage: str, node_ids: list[str]) -> dict[str, bool]:
+    """Which nodes see a marker file the driver writes into ``storage`` (one Ray task per node)."""
+    import ray
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    marker = Path(storage) / f".shared-storage-check-{os.getpid()}"
+    marker.parent.mkdir(parents=True, exist_ok=True)
+    marker.write_text("written by the study driver\n")
+    try:
+        probe = ray.remote(num_cpus=0)(os.path.exists)
+        refs = [probe.options(scheduling_strategy=NodeAffinitySchedulingStrategy(n, soft=False)).remote(str(marker))
+                for n in node_ids]
+        return dict(zip(node_ids, ray.get(refs, timeout=120)))
+    finally:
+        marker.unlink()
+
+
+def check_cluster(plan: "Plan") -> None:
+    """Guard rails for multi-node clusters, checked before any trial starts."""
+    import ray
+
+    nodes = [n["NodeID"] for n in ray.nodes() if n["Alive"]]
+    if plan.args.gpus_per_trial > 0 and ray.cluster_resources().get("GPU", 0) < plan.args.gpus_per_trial:
+        raise ClusterError(f"--gpus-per-trial {plan.args.gpus_per_trial} asked for, but the Ray cluster has "
+                           f"{ray.cluster_resources().get('GPU', 0)} GPUs")
+    if len(nodes) < 2:
+        return
+    if plan.tracking_uri.startswith("sqlite:"):
+        raise ClusterError(f"a {len(nodes)}-node cluster with tracking URI {plan.tracking_uri}: start an MLflow tracking "
+                           "server on the head node and pass --tracking-uri http://<head-private-ip>:5000")
+    if "://" not in plan.storage:
+        blind = [n[:8] for n, seen in storage_seen_by(plan.storage, nodes).items() if not seen]
+        if blind:
+            raise ClusterError(f"storage path {plan.storage} is local to the driver (nodes {', '.join(blind)} cannot see it); "
+                               "a multi-node study needs shared storage: --storage-path s3://bucket/path or an NFS mount")
+
+
 def run_study(plan: "Plan", data: Dataset, bank: dict) -> int:
     import ray
 
     init_ray(plan.args.address)
     outcomes = []
     try:
+        try:
+            check_cluster(plan)
+        except ClusterError as err:
+            print(f"error: {err}", file=sys.stderr)
+            return 2
         for space in plan.spaces:
             outcomes.append(run_approach(space, plan, data, bank))
     finally:

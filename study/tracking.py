@@ -150,11 +150,12 @@ class Tracker:
                 self.client.log_dict(run_id, config, "config.json")
         return self.children[trial_id]
 
-    def log_epoch(self, run_id: str, step: int, metrics: dict[str, float]) -> None:
+    def log_epoch(self, run_id: str, step: int, metrics: dict[str, float], tags: dict[str, str] | None = None) -> None:
         if step <= self.last_step.get(run_id, 0):
             return  # already logged before an interruption: resuming never duplicates a step
         now = int(time.time() * 1000)
-        self.client.log_batch(run_id, metrics=[Metric(k, v, now, step) for k, v in metrics.items()])
+        self.client.log_batch(run_id, metrics=[Metric(k, v, now, step) for k, v in metrics.items()],
+                              tags=[RunTag(k, v) for k, v in (tags or {}).items()])
         self.last_step[run_id] = step
 
     def log_artifacts(self, run_id: str, result: dict[str, Any], classes: list[str], prefix: str = "val_") -> None:
@@ -199,7 +200,10 @@ class MLflowCallback(tune.Callback):
 
     def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
         run_id = self.tracker.child(trial.trial_id, trial.config)
-        self.tracker.log_epoch(run_id, int(result["training_iteration"]), numeric_metrics(result))
+        tags = {"node_id": str(result.get("node_id", ""))}
+        if result.get("resumed_from"):
+            tags["resumed_from_epoch"] = str(result["resumed_from"])  # restarted from its checkpoint, not from scratch
+        self.tracker.log_epoch(run_id, int(result["training_iteration"]), numeric_metrics(result), tags)
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         run_id = self.tracker.child(trial.trial_id, trial.config)

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import ray
 from ray import tune
 
 from study.data import Dataset
@@ -17,6 +18,7 @@ from study.models import build_model, normalisation
 from study.sampling import Resampled, resample
 
 CHECKPOINT_FILE = "state.pt"
+ON_GPU_BYTES = 2**30  # a decoded training set smaller than this lives on the trial's GPU
 
 
 @dataclass
@@ -35,6 +37,8 @@ def build_parts(config: dict[str, Any], data: Dataset, weights: dict[str, dict] 
     train = resample(data.train, config["sampler"], config["ratio"], config["seed"], k_neighbors=config["k_neighbors"])
     counts = torch.bincount(train.labels, minlength=data.num_classes).tolist()
     device = pick_device(config.get("gpus", 0))
+    if device.type == "cuda" and train.images.nbytes < ON_GPU_BYTES:
+        train = Resampled(train.images.to(device), train.labels.to(device), train.augment.to(device))
     state = (weights or {}).get(config["weights"])
     model = prepare_model(build_model(data.num_classes, config["model"], config["weights"], config["freeze"], state), device)
     loss = build_loss(config["loss"], counts, gamma=config["gamma"], alpha=config["alpha"], weight_ratio=config["weight_ratio"])
@@ -63,6 +67,7 @@ def train_trial(config: dict[str, Any], data: Dataset, weights: dict[str, dict] 
         p.optimizer.load_state_dict(state["optimizer"])
         generator.set_state(state["generator"])
         start = state["epoch"]
+    node = ray.get_runtime_context().get_node_id()
     val_x, val_y = data.val.images.to(p.device), data.val.labels.to(p.device)
     for epoch in range(start + 1, config["epochs"] + 1):
         tr = train_one_epoch(p.model, p.train.images, p.train.labels, p.loss, p.optimizer, batch_size=config["batch_size"],
@@ -72,5 +77,5 @@ def train_trial(config: dict[str, Any], data: Dataset, weights: dict[str, dict] 
                  "generator": generator.get_state(), "epoch": epoch}
         with tempfile.TemporaryDirectory() as d:
             torch.save(state, Path(d) / CHECKPOINT_FILE)
-            tune.report(epoch_metrics(tr.metrics(data.classes), va.metrics(data.classes)),
-                        checkpoint=tune.Checkpoint.from_directory(d))
+            metrics = epoch_metrics(tr.metrics(data.classes), va.metrics(data.classes))
+            tune.report({**metrics, "node_id": node, "resumed_from": start}, checkpoint=tune.Checkpoint.from_directory(d))

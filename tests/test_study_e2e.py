@@ -11,29 +11,14 @@ import sys
 import time
 from pathlib import Path
 
-import pytest
 from mlflow.tracking import MlflowClient
 
 from study.spaces import load_spaces
-
-TIMEOUT = 900
-
-
-def study(cwd: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
-    proc = subprocess.run([sys.executable, "-m", "study.tune", *args], cwd=cwd, capture_output=True, text=True,
-                          timeout=TIMEOUT)
-    if check:
-        assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    return proc
+from studyutil import runs, study
 
 
 def client(cwd: Path) -> MlflowClient:
     return MlflowClient(tracking_uri=f"sqlite:///{cwd / 'results' / 'mlflow.db'}")
-
-
-def runs(c: MlflowClient, experiment: str, query: str = "") -> list:
-    exp = c.get_experiment_by_name(experiment)
-    return c.search_runs([exp.experiment_id], query, max_results=1000)
 
 
 def artifact_paths(c: MlflowClient, run_id: str) -> set[str]:
