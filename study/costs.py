@@ -260,16 +260,17 @@ def fit_cost_sensitive(
 def min_cost_decision(proba: ArrayLike, cm: ArrayLike) -> IntArray:
     """Predict ``argmin_j sum_i p_i * cm[i][j]`` for each row of class probabilities.
 
-    A tie goes to the highest label, so that for two classes this is exactly "predict class 1
-    when p_1 >= C_FP / (C_FP + C_FN)" (see :func:`binary_threshold`).
+    Tied expected costs go to the class whose mistakes cost more (larger ``cm_i``), then to the
+    lowest label; so for two classes with ``C_FN >= C_FP`` this is exactly "predict the positive
+    class when p >= C_FP / (C_FP + C_FN)" (see :func:`binary_threshold`).
     """
     a = validate_cost_matrix(cm)
     p = np.asarray(proba, dtype=np.float64)
     if p.ndim != 2 or p.shape[1] != a.shape[0]:
         raise ValueError(f"proba must be n x {a.shape[0]} to match the cost matrix, but got shape {p.shape}")
     risk = p @ a  # risk[n, j] = sum_i p[n, i] * cm[i][j]
-    k = a.shape[0]
-    return (k - 1 - risk[:, ::-1].argmin(axis=1)).astype(np.int64)
+    tied = risk == risk.min(axis=1, keepdims=True)
+    return np.where(tied, a.sum(axis=1), -np.inf).argmax(axis=1).astype(np.int64)
 
 
 def binary_threshold(cm: ArrayLike, *, positive: int = 1) -> float:

@@ -1,0 +1,331 @@
+"""study/costs.py: rescaling, consistency, one-vs-one, minimum-cost decisions, the generator."""
+
+from __future__ import annotations
+
+from itertools import combinations
+
+import numpy as np
+import pytest
+from sklearn.tree import DecisionTreeClassifier
+
+from study import costs as C
+
+PAPER_CV = np.array([1.0000, 0.8686, 0.5992])
+ANN_TRAIN_COUNTS = [83, 184, 3333]
+GLASS_COUNTS = [70, 76, 17, 13, 9, 29]
+
+CONSISTENT = np.array([[0, 2, 4], [1, 0, 2], [1, 1, 0]], dtype=float)  # w = (4, 2, 1)
+INCONSISTENT = np.array([[0, 2, 4], [1, 0, 2], [1, 2, 0]], dtype=float)  # w1/w2=2, w1/w3=4, but w2/w3=1
+
+
+# ---------------------------------------------------------------- rescaling
+
+
+def test_class_costs_are_row_sums() -> None:
+    np.testing.assert_array_equal(C.class_costs(CONSISTENT), [6, 3, 2])
+
+
+def test_rescaling_weights_hand_computed() -> None:
+    # num = 100; sum_j num_j c_j = 10*3 + 90*1 = 120; w = 100*3/120, 100*1/120
+    w = C.rescaling_weights([3, 1], [10, 90])
+    np.testing.assert_allclose(w, [2.5, 100 / 120])
+    assert np.dot(w, [10, 90]) == pytest.approx(100)  # the weighted set keeps its size
+
+
+def test_rescaling_weights_three_classes_keep_total() -> None:
+    counts = np.array(ANN_TRAIN_COUNTS)
+    w = C.rescaling_weights(PAPER_CV, counts)
+    np.testing.assert_allclose(w, counts.sum() * PAPER_CV / np.dot(counts, PAPER_CV))
+    assert np.dot(w, counts) == pytest.approx(counts.sum())
+    np.testing.assert_allclose(w / w.max(), PAPER_CV)
+
+
+def test_rescaling_weights_reject_mismatch() -> None:
+    with pytest.raises(ValueError, match="equal length"):
+        C.rescaling_weights([1, 2, 3], [10, 20])
+    with pytest.raises(ValueError, match="must be positive"):
+        C.rescaling_weights([0, 0], [10, 20])
+
+
+# ---------------------------------------------------------------- consistency
+
+
+def test_coefficient_matrix_rows_are_pair_conditions() -> None:
+    m = C.coefficient_matrix(CONSISTENT)
+    # pair (i, j): w_i * cm[j][i] - w_j * cm[i][j] = 0
+    np.testing.assert_array_equal(m, [[1, -2, 0], [1, 0, -4], [0, 1, -2]])
+    assert np.linalg.matrix_rank(m) == 2
+
+
+def test_consistent_3x3_rank_and_null_space() -> None:
+    assert C.is_consistent(CONSISTENT)
+    w = C.consistent_weights(CONSISTENT)
+    np.testing.assert_allclose(w, [1.0, 0.5, 0.25])
+    np.testing.assert_allclose(C.coefficient_matrix(CONSISTENT) @ w, 0, atol=1e-12)
+
+
+def test_inconsistent_3x3_has_full_rank() -> None:
+    assert np.linalg.matrix_rank(C.coefficient_matrix(INCONSISTENT)) == 3
+    assert not C.is_consistent(INCONSISTENT)
+    with pytest.raises(C.InconsistentCostError, match=r"rank\(M\) must be < k=3.*got rank 3"):
+        C.consistent_weights(INCONSISTENT)
+
+
+def test_every_2x2_matrix_is_consistent_with_row_sum_weights() -> None:
+    cm = [[0, 7.5], [2.5, 0]]
+    assert C.is_consistent(cm)
+    np.testing.assert_allclose(C.consistent_weights(cm), C.class_costs(cm) / 7.5)
+
+
+def test_paper_cost_vector_is_recovered_from_its_matrix() -> None:
+    # any pair scales a_ij give cm[i][j] / cm[j][i] = cv_i / cv_j
+    scale = {(0, 1): 3.0, (0, 2): 7.0, (1, 2): 1.5}
+    cm = np.zeros((3, 3))
+    for (i, j), a in scale.items():
+        cm[i, j], cm[j, i] = a * PAPER_CV[i], a * PAPER_CV[j]
+    assert C.is_consistent(cm)
+    np.testing.assert_allclose(C.consistent_weights(cm), PAPER_CV, rtol=1e-12)
+    # and direct rescaling then weighs each class proportionally to cv
+    y = np.repeat([0, 1, 2], ANN_TRAIN_COUNTS)
+    sw = C.direct_sample_weights(y, cm)
+    per_class = np.array([sw[y == c][0] for c in range(3)])
+    np.testing.assert_allclose(per_class / per_class.max(), PAPER_CV, rtol=1e-12)
+    assert sw.sum() == pytest.approx(len(y))
+
+
+def test_undetermined_or_non_positive_weights_are_errors() -> None:
+    # two unlinked blocks {0, 1} and {2, 3}: rank(M) = 2 < k - 1, no unique weight vector
+    blocks = [[0, 1, 0, 0], [1, 0, 0, 0], [0, 0, 0, 1], [0, 0, 1, 0]]
+    with pytest.raises(C.CostMatrixError, match=r"weights undetermined: rank\(M\) must be k-1=3, but got 2"):
+        C.consistent_weights(blocks)
+    # cm[0][2] = cm[1][2] = 0 forces w_0 = w_1 = 0
+    free = [[0, 1, 0], [1, 0, 0], [1, 1, 0]]
+    with pytest.raises(C.CostMatrixError, match=r"must all be positive, but got \[0.0, 0.0, 1.0\]"):
+        C.consistent_weights(free)
+
+
+# ---------------------------------------------------------------- one-vs-one
+
+
+class ConstantLowest:
+    """Stub learner: predicts the lowest label it was trained on; records the weights."""
+
+    def __init__(self, log: list) -> None:
+        self.log = log
+
+    def fit(self, X, y, sample_weight=None):  # noqa: ANN001, ANN201 - sklearn signature
+        self.label = int(np.min(y))
+        self.log.append((tuple(np.unique(y)), np.asarray(y), np.asarray(sample_weight)))
+        return self
+
+    def predict(self, X):  # noqa: ANN001, ANN201
+        return np.full(len(X), self.label)
+
+
+def test_one_vs_one_trains_every_pair_with_its_2x2_rescaling() -> None:
+    log: list = []
+    y = np.repeat([0, 1, 2], [10, 20, 70])
+    X = np.zeros((len(y), 1))
+    model = C.OneVsOneCostClassifier(lambda: ConstantLowest(log), INCONSISTENT).fit(X, y)
+    assert model.pairs_ == [(0, 1), (0, 2), (1, 2)]
+    assert len(model.estimators_) == 3  # k(k-1)/2
+    for (classes, ys, sw), (i, j) in zip(log, model.pairs_):
+        assert classes == (i, j)
+        n_i, n_j = np.sum(ys == i), np.sum(ys == j)
+        c_i, c_j = INCONSISTENT[i, j], INCONSISTENT[j, i]
+        expected = C.rescaling_weights([c_i, c_j], [n_i, n_j])
+        np.testing.assert_allclose(sw[ys == i], expected[0])
+        np.testing.assert_allclose(sw[ys == j], expected[1])
+    # votes: 0 wins (0,1) and (0,2), 1 wins (1,2) -> 0 everywhere
+    np.testing.assert_array_equal(model.votes(X[:2]), [[2, 1, 0], [2, 1, 0]])
+    np.testing.assert_array_equal(model.predict(X[:2]), [0, 0])
+
+
+def test_one_vs_one_majority_vote_on_toy_set() -> None:
+    rng = np.random.default_rng(0)
+    centres = np.array([0.0, 10.0, 20.0])
+    y = np.repeat([0, 1, 2], [8, 15, 40])
+    X = (centres[y] + rng.normal(0, 1, len(y)))[:, None]
+    model = C.OneVsOneCostClassifier(
+        lambda: DecisionTreeClassifier(criterion="entropy", random_state=0), INCONSISTENT
+    ).fit(X, y)
+    X_test = np.array([[0.2], [9.5], [20.7], [-3.0], [30.0]])
+    np.testing.assert_array_equal(model.predict(X_test), [0, 1, 2, 0, 2])
+    # the winner of each row has k-1 = 2 votes
+    assert (model.votes(X_test).max(axis=1) == 2).all()
+
+
+def test_one_vs_one_tie_goes_to_lowest_label() -> None:
+    class Cyclic:  # (0,1) -> 1, (0,2) -> 0, (1,2) -> 2: one vote each
+        def fit(self, X, y, sample_weight=None):  # noqa: ANN001, ANN201
+            self.label = {(0, 1): 1, (0, 2): 0, (1, 2): 2}[tuple(np.unique(y))]
+            return self
+
+        def predict(self, X):  # noqa: ANN001, ANN201
+            return np.full(len(X), self.label)
+
+    y = np.array([0, 1, 2, 0, 1, 2])
+    model = C.OneVsOneCostClassifier(Cyclic, INCONSISTENT).fit(np.zeros((6, 1)), y)
+    np.testing.assert_array_equal(model.predict(np.zeros((1, 1))), [0])
+
+
+def test_fit_cost_sensitive_dispatches_on_consistency() -> None:
+    y = np.repeat([0, 1, 2], [5, 10, 20])
+    X = np.arange(len(y), dtype=float)[:, None]
+    make = lambda: DecisionTreeClassifier(criterion="entropy", random_state=0)  # noqa: E731
+    assert isinstance(C.fit_cost_sensitive(make, X, y, CONSISTENT), DecisionTreeClassifier)
+    assert isinstance(C.fit_cost_sensitive(make, X, y, INCONSISTENT), C.OneVsOneCostClassifier)
+    with pytest.raises(C.InconsistentCostError):
+        C.fit_rescaled(make, X, y, INCONSISTENT)
+
+
+def test_one_vs_one_predict_before_fit_is_an_error() -> None:
+    with pytest.raises(RuntimeError, match="not fitted"):
+        C.OneVsOneCostClassifier(DecisionTreeClassifier, CONSISTENT).predict(np.zeros((1, 1)))
+
+
+# ---------------------------------------------------------------- decisions and the metric
+
+
+@pytest.mark.parametrize("positive", [0, 1])
+def test_min_cost_decision_equals_binary_threshold(positive: int) -> None:
+    cm = C.binary_cost_matrix(3.0, positive=positive)  # C_FN = 3, C_FP = 1 -> t = 1/4
+    t = C.binary_threshold(cm, positive=positive)
+    assert t == 0.25
+    p_pos = np.arange(257) / 256  # dyadic: exact arithmetic, includes p = t exactly
+    proba = np.zeros((257, 2))
+    proba[:, positive], proba[:, 1 - positive] = p_pos, 1 - p_pos
+    predicted_positive = C.min_cost_decision(proba, cm) == positive
+    np.testing.assert_array_equal(predicted_positive, p_pos >= t)
+
+
+def test_min_cost_decision_threshold_random_costs() -> None:
+    rng = np.random.default_rng(1)
+    for _ in range(200):
+        c_fp, c_fn = rng.uniform(0.1, 10, 2)
+        cm = np.array([[0, c_fp], [c_fn, 0]])  # positive = 1
+        t = C.binary_threshold(cm)
+        assert t == pytest.approx(c_fp / (c_fp + c_fn))
+        p = rng.uniform(0, 1, 50)
+        p = p[np.abs(p - t) > 1e-9]
+        pred = C.min_cost_decision(np.column_stack([1 - p, p]), cm)
+        np.testing.assert_array_equal(pred == 1, p >= t)
+
+
+def test_min_cost_decision_multiclass_by_hand() -> None:
+    # risk_j = sum_i p_i cm[i][j]: p = (.2, .3, .5) -> (0.3+0.5, 0.4+0.5, 0.8+0.6) = (.8, .9, 1.4)
+    np.testing.assert_array_equal(C.min_cost_decision([[0.2, 0.3, 0.5]], CONSISTENT), [0])
+    # p = (0, .1, .9) -> (0.1+0.9, 0.9, 0.2) -> class 2
+    np.testing.assert_array_equal(C.min_cost_decision([[0.0, 0.1, 0.9]], CONSISTENT), [2])
+    with pytest.raises(ValueError, match=r"proba must be n x 3"):
+        C.min_cost_decision([[0.5, 0.5]], CONSISTENT)
+
+
+def test_binary_cost_matrix_layout() -> None:
+    np.testing.assert_array_equal(C.binary_cost_matrix(5, positive=0), [[0, 5], [1, 0]])
+    np.testing.assert_array_equal(C.binary_cost_matrix(5, positive=1), [[0, 1], [5, 0]])
+    assert C.binary_threshold(C.binary_cost_matrix(5, positive=0), positive=0) == pytest.approx(1 / 6)
+    with pytest.raises(C.CostMatrixError, match="FN:FP cost ratio must be a positive number, but got -1"):
+        C.binary_cost_matrix(-1, positive=0)
+    with pytest.raises(ValueError, match="positive must be 0 or 1, but got 2"):
+        C.binary_cost_matrix(2, positive=2)
+
+
+def test_expected_cost_is_mean_of_cost_entries() -> None:
+    y_true = [0, 0, 1, 2, 2]
+    y_pred = [0, 2, 0, 1, 2]  # costs 0, 4, 1, 1, 0
+    assert C.expected_cost(y_true, y_pred, CONSISTENT) == pytest.approx(6 / 5)
+    with pytest.raises(ValueError, match=r"y_pred must hold integer labels 0..2"):
+        C.expected_cost([0], [3], CONSISTENT)
+
+
+# ---------------------------------------------------------------- validation
+
+
+@pytest.mark.parametrize(
+    ("cm", "num_classes", "message"),
+    [
+        ([[0, 1, 2], [1, 0, 3]], None, r"must be square \(k x k\), but got shape \(2, 3\)"),
+        ([1, 2, 3], None, r"must be square \(k x k\), but got shape \(3,\)"),
+        ([[0]], None, r"at least 2 classes, but got shape \(1, 1\)"),
+        ([[0, -1], [1, 0]], None, r"must be non-negative, but got cm\[0\]\[1\]=-1"),
+        ([[0, 1], [1, 0.5]], None, r"diagonal must be zero .* but got cm\[1\]\[1\]=0.5"),
+        ([[0, 1, 1], [0, 0, 0], [1, 1, 0]], None, r"needs a non-zero cost, but row 1 is all zero"),
+        ([[0, 1], [1, 0]], 3, r"must match the number of classes \(3\), but got 2x2"),
+        ([[0, np.nan], [1, 0]], None, r"must be finite, but got cm\[0\]\[1\]=nan"),
+        ([["a", "b"], ["c", "d"]], None, r"must be a numeric k x k array"),
+    ],
+)
+def test_bad_matrices_give_clear_errors(cm: object, num_classes: int | None, message: str) -> None:
+    with pytest.raises(C.CostMatrixError, match=message):
+        C.validate_cost_matrix(cm, num_classes)
+
+
+def test_errors_are_value_errors_and_reach_every_entry_point() -> None:
+    assert issubclass(C.CostMatrixError, ValueError)
+    assert issubclass(C.InconsistentCostError, C.CostMatrixError)
+    bad = [[0, 1], [-1, 0]]
+    for call in (C.class_costs, C.is_consistent, C.consistent_weights, C.coefficient_matrix):
+        with pytest.raises(C.CostMatrixError, match="non-negative"):
+            call(bad)
+    with pytest.raises(C.CostMatrixError, match="number of classes"):
+        C.binary_threshold(CONSISTENT)
+
+
+# ---------------------------------------------------------------- generator
+
+
+def _check_paper_constraints(cm: np.ndarray, counts: list[int], n: float) -> None:
+    s, big = int(np.argmin(counts)), int(np.argmax(counts))
+    off = ~np.eye(len(counts), dtype=bool)
+    C.validate_cost_matrix(cm, len(counts))
+    assert (cm >= 0).all() and (cm <= n).all()  # entries in [0, n]
+    assert (cm == 1.0).any()  # at least one entry equal to 1
+    assert cm[s, big] == cm.max()  # smallest -> largest: the costliest
+    assert cm[big, s] == cm[off].min()  # largest -> smallest: the cheapest off-diagonal
+
+
+@pytest.mark.parametrize("counts", [ANN_TRAIN_COUNTS, GLASS_COUNTS, [30, 500]])
+def test_generator_consistent_kind_over_1000_draws(counts: list[int]) -> None:
+    rng = np.random.default_rng(2013)
+    s, big = int(np.argmin(counts)), int(np.argmax(counts))
+    for _ in range(1000):
+        cm = C.random_cost_matrix(counts, rng, kind="consistent")
+        _check_paper_constraints(cm, counts, C.PAPER_N)
+        assert C.is_consistent(cm)
+        cv = C.consistent_weights(cm)
+        assert cv[s] == 1.0 and cv[big] == cv.min() and (cv > 0).all()
+
+
+@pytest.mark.parametrize("counts", [ANN_TRAIN_COUNTS, GLASS_COUNTS])
+def test_generator_inconsistent_kind_over_1000_draws(counts: list[int]) -> None:
+    rng = np.random.default_rng(2014)
+    for _ in range(1000):
+        cm = C.random_cost_matrix(counts, rng, kind="inconsistent")
+        _check_paper_constraints(cm, counts, C.PAPER_N)
+        assert not C.is_consistent(cm)
+
+
+def test_generator_is_seeded_and_checks_its_arguments() -> None:
+    a = C.random_cost_matrix(GLASS_COUNTS, np.random.default_rng(7), kind="inconsistent")
+    b = C.random_cost_matrix(GLASS_COUNTS, np.random.default_rng(7), kind="inconsistent")
+    np.testing.assert_array_equal(a, b)
+    rng = np.random.default_rng(0)
+    with pytest.raises(ValueError, match="unknown cost-matrix kind 'random'; choose one of: consistent, inconsistent"):
+        C.random_cost_matrix([1, 2, 3], rng, kind="random")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="needs at least 3 classes .* but got 2"):
+        C.random_cost_matrix([10, 90], rng, kind="inconsistent")
+    with pytest.raises(ValueError, match=r"n \(largest cost\) must be > 1, but got 1"):
+        C.random_cost_matrix([10, 90], rng, n=1)
+
+
+def test_generator_pairs_follow_cv_ratios() -> None:
+    cm = C.random_cost_matrix(ANN_TRAIN_COUNTS, np.random.default_rng(3))
+    cv = C.consistent_weights(cm)
+    for i, j in combinations(range(3), 2):
+        assert cm[i, j] / cm[j, i] == pytest.approx(cv[i] / cv[j], rel=1e-9)
+
+
+def test_min_cost_tie_goes_to_costlier_class_then_lowest_label() -> None:
+    np.testing.assert_array_equal(C.min_cost_decision([[0.5, 0.5]], [[0, 1], [1, 0]]), [0])
+    np.testing.assert_array_equal(C.min_cost_decision([[0.25, 0.75]], [[0, 3], [1, 0]]), [0])
