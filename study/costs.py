@@ -175,13 +175,24 @@ def consistent_weights(cm: ArrayLike) -> FloatArray:
     return v / v.max()
 
 
+def rescaled_class_weights(cm: ArrayLike, counts: ArrayLike) -> FloatArray:
+    """Per-class weights for direct rescaling (e.g. a weighted loss): class costs from
+    :func:`consistent_weights` (for two classes these equal the row sums ``cm_i``), then
+    :func:`rescaling_weights` with the training class sizes."""
+    a = validate_cost_matrix(cm)
+    n = np.asarray(counts)
+    if n.shape != (a.shape[0],):
+        raise CostMatrixError(
+            f"cost matrix size must match the number of classes ({n.size}), but got {a.shape[0]}x{a.shape[0]}"
+        )
+    return rescaling_weights(consistent_weights(a), n)
+
+
 def direct_sample_weights(y: ArrayLike, cm: ArrayLike) -> FloatArray:
-    """Per-sample weights for direct rescaling: class costs from :func:`consistent_weights`
-    (for two classes these equal the row sums ``cm_i``), then :func:`rescaling_weights`."""
+    """Per-sample weights for direct rescaling: :func:`rescaled_class_weights` of each label."""
     a = validate_cost_matrix(cm)
     labels = _labels(y, a.shape[0])
-    w = rescaling_weights(consistent_weights(a), np.bincount(labels, minlength=a.shape[0]))
-    return w[labels]
+    return rescaled_class_weights(a, np.bincount(labels, minlength=a.shape[0]))[labels]
 
 
 # ---------------------------------------------------------------- learners

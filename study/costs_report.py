@@ -182,7 +182,7 @@ def _matrix(cm: np.ndarray, digits: int = 2) -> str:
 
 
 def _experiment_section(exp: Experiment) -> list[str]:
-    t, k = exp.table, len(exp.table.classes)
+    k = len(exp.table.classes)
     small = exp.table.classes[exp.smallest]
     has_i = k >= 3
     head = ["setting", "accuracy", f"recall ({small})", f"precision ({small})", "cost/sample (consistent cm)"]

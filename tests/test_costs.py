@@ -93,6 +93,14 @@ def test_paper_cost_vector_is_recovered_from_its_matrix() -> None:
     assert sw.sum() == pytest.approx(len(y))
 
 
+def test_rescaled_class_weights_for_a_binary_fn_fp_ratio() -> None:
+    # image study: minority label 0 is positive, FN:FP = 4 -> class costs (4, 1)
+    w = C.rescaled_class_weights(C.binary_cost_matrix(4, positive=0), [100, 1100])
+    np.testing.assert_allclose(w, 1200 * np.array([4, 1]) / (100 * 4 + 1100 * 1))
+    with pytest.raises(C.CostMatrixError, match=r"number of classes \(3\), but got 2x2"):
+        C.rescaled_class_weights([[0, 1], [1, 0]], [1, 2, 3])
+
+
 def test_undetermined_or_non_positive_weights_are_errors() -> None:
     # two unlinked blocks {0, 1} and {2, 3}: rank(M) = 2 < k - 1, no unique weight vector
     blocks = [[0, 1, 0, 0], [1, 0, 0, 0], [0, 0, 0, 1], [0, 0, 1, 0]]
