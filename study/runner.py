@@ -18,7 +18,7 @@ from study.data import Dataset
 from study.loop import evaluate
 from study.report import write_report
 from study.tracking import MLflowCallback, Tracker, flat_params
-from study.trainable import CHECKPOINT_FILE, build_parts, train_trial
+from study.trainable import CHECKPOINT_FILE, build_parts, scored, train_trial
 from study.spaces import Space
 
 if TYPE_CHECKING:
@@ -73,7 +73,7 @@ def test_best(best: tune.Result, data: Dataset, bank: dict) -> dict[str, Any]:
                       device=parts.device)
     epoch_of = {id(c): m for c, m in best.best_checkpoints}
     return {"epoch": state["epoch"], "val": epoch_of.get(id(checkpoint), best.metrics),
-            "test": result.metrics(data.classes)}
+            "test": scored(result, data.classes, parts.costs)}
 
 
 def run_approach(space: Space, plan: "Plan", data: Dataset, bank: dict) -> dict[str, Any] | None:
@@ -100,7 +100,7 @@ def run_approach(space: Space, plan: "Plan", data: Dataset, bank: dict) -> dict[
     client.log_dict(run, best.config, "best_config.json")
     tracker.log_artifacts(run, {f"test_{k}": v for k, v in outcome["test"].items()}, list(data.classes), prefix="test_")
     tracker.end(run, "FINISHED", {"best_trial_id": best.metrics["trial_id"], "best_run_id": tracker.run_of(best.metrics["trial_id"]),
-                                  "trials": str(len(grid)), "data": data.name})
+                                  "trials": str(len(grid)), "data": data.name, "searched": ",".join(space.params)})
     return {"approach": space.name, "config": best.config, "macro_f1": outcome["val"]["macro_f1"],
             "test_macro_f1": outcome["test"]["macro_f1"], "epoch": outcome["epoch"]}
 

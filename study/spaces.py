@@ -41,6 +41,7 @@ TRIAL_DEFAULTS: dict[str, Any] = {
     "model": "scratch",  # scratch | pretrained
     "weights": None,  # pretrained from: imagenet | source | a state-dict file
     "freeze": "none",  # freeze the backbone up to: none | stem | layer1..layer4
+    "cost_ratio": None,  # misclassification costs: FN:FP for the minority (2 classes), else the largest cost n
 }
 # The budget: study-level settings a space sets and CLI flags override.
 BUDGET_DEFAULTS: dict[str, Any] = {

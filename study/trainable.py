@@ -7,12 +7,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import torch
+import numpy as np
 import ray
+import torch
 from ray import tune
 
 from study.data import Dataset
-from study.loop import evaluate, pick_device, prepare_model, train_one_epoch
+from study.costs import binary_cost_matrix, expected_cost, min_cost_decision, random_cost_matrix, rescaled_class_weights
+from study.loop import EpochResult, evaluate, pick_device, prepare_model, train_one_epoch
 from study.losses import build_loss
 from study.models import build_model, normalisation
 from study.sampling import Resampled, resample
@@ -29,6 +31,25 @@ class Parts:
     optimizer: torch.optim.Optimizer
     norm: tuple
     device: torch.device
+    costs: np.ndarray | None  # misclassification costs: rescaled training weights, min-cost decisions
+
+
+def cost_matrix(config: dict[str, Any], counts: list[int]) -> np.ndarray | None:
+    """Two classes: the minority's FN:FP cost ratio; more: the paper's generator (consistent, seeded)."""
+    if config["cost_ratio"] is None:
+        return None
+    small = int(np.argmin(counts))
+    if len(counts) == 2:
+        return binary_cost_matrix(config["cost_ratio"], positive=small)
+    return random_cost_matrix(counts, np.random.default_rng(config["seed"]), kind="consistent", n=config["cost_ratio"])
+
+
+def scored(result: EpochResult, classes: tuple[str, ...], costs: np.ndarray | None) -> dict[str, Any]:
+    """Metrics of an evaluation; with costs, decisions are the minimum-expected-cost class."""
+    if costs is None:
+        return result.metrics(classes)
+    decided = EpochResult(result.loss, result.y_true, torch.from_numpy(min_cost_decision(result.probs.numpy(), costs)))
+    return {**decided.metrics(classes), "expected_cost": expected_cost(decided.y_true.numpy(), decided.y_pred.numpy(), costs)}
 
 
 def build_parts(config: dict[str, Any], data: Dataset, weights: dict[str, dict] | None = None) -> Parts:
@@ -36,15 +57,18 @@ def build_parts(config: dict[str, Any], data: Dataset, weights: dict[str, dict] 
     torch.manual_seed(config["seed"])
     train = resample(data.train, config["sampler"], config["ratio"], config["seed"], k_neighbors=config["k_neighbors"])
     counts = torch.bincount(train.labels, minlength=data.num_classes).tolist()
+    costs = cost_matrix(config, data.train.counts(data.num_classes))
+    class_weights = None if costs is None else rescaled_class_weights(costs, counts).tolist()
     device = pick_device(config.get("gpus", 0))
     if device.type == "cuda" and train.images.nbytes < ON_GPU_BYTES:
         train = Resampled(train.images.to(device), train.labels.to(device), train.augment.to(device))
     state = (weights or {}).get(config["weights"])
     model = prepare_model(build_model(data.num_classes, config["model"], config["weights"], config["freeze"], state), device)
-    loss = build_loss(config["loss"], counts, gamma=config["gamma"], alpha=config["alpha"], weight_ratio=config["weight_ratio"])
+    loss = build_loss(config["loss"], counts, gamma=config["gamma"], alpha=config["alpha"],
+                      weight_ratio=config["weight_ratio"], class_weights=class_weights)
     trainable = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.Adam(trainable, lr=config["lr"], weight_decay=config["weight_decay"])
-    return Parts(train, model, loss.to(device), optimizer, normalisation(config["weights"]), device)
+    return Parts(train, model, loss.to(device), optimizer, normalisation(config["weights"]), device, costs)
 
 
 def epoch_metrics(train: dict, val: dict) -> dict[str, Any]:
@@ -77,5 +101,5 @@ def train_trial(config: dict[str, Any], data: Dataset, weights: dict[str, dict] 
                  "generator": generator.get_state(), "epoch": epoch}
         with tempfile.TemporaryDirectory() as d:
             torch.save(state, Path(d) / CHECKPOINT_FILE)
-            metrics = epoch_metrics(tr.metrics(data.classes), va.metrics(data.classes))
+            metrics = epoch_metrics(tr.metrics(data.classes), scored(va, data.classes, p.costs))
             tune.report({**metrics, "node_id": node, "resumed_from": start}, checkpoint=tune.Checkpoint.from_directory(d))

@@ -40,7 +40,7 @@ def test_every_space_loads_and_samples_valid_configs(name: str) -> None:
 
 def test_all_runs_every_approach_under_one_budget() -> None:
     approaches = load_spaces("all")
-    assert [s.name for s in approaches] == ["baseline", "class_weight", "focal", "sampling", "transfer"]
+    assert [s.name for s in approaches] == ["baseline", "class_weight", "focal", "sampling", "transfer", "cost"]
     assert len({tuple(sorted(s.defaults.items())) for s in approaches}) == 1
 
 
