@@ -43,7 +43,9 @@ def make_tuner(space: Space, plan: "Plan", data: Dataset, bank: dict, settings: 
         return tune.Tuner.restore(path, trainable, resume_errored=True)
     constants = {"approach": space.name, "seed": a.seed, "epochs": b["epochs"], "batch_size": b["batch_size"],
                  "image_size": b["image_size"], "cpus": a.cpus_per_trial, "gpus": a.gpus_per_trial}
-    searcher = OptunaSearch(space.define_by_run(constants), metric="macro_f1", mode="max", sampler=TPESampler(seed=a.seed))
+    # TPE models the results after a third of the budget; before that it samples at random
+    tpe = TPESampler(seed=a.seed, n_startup_trials=max(2, b["num_samples"] // 3))
+    searcher = OptunaSearch(space.define_by_run(constants), metric="macro_f1", mode="max", sampler=tpe)
     scheduler = ASHAScheduler(metric="macro_f1", mode="max", time_attr="training_iteration", max_t=b["epochs"], grace_period=min(b["grace_period"], b["epochs"]),
                               reduction_factor=b["reduction_factor"])
     return tune.Tuner(

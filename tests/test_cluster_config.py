@@ -192,18 +192,8 @@ def test_nodes_install_with_make_install(name: str) -> None:
 
 
 @pytest.mark.parametrize("name", CONFIGS)
-def test_docs_list_the_install_commands(name: str) -> None:
-    text = section((ROOT / "docs" / "cluster.md").read_text())
-    assert text is not None, f"docs/cluster.md has no '## {SECTION}' section"
-    missing = [c for c in commands(raw(name), INSTALL_KEYS) if squash(c) not in fenced_lines(text)]
-    assert not missing, f"install commands of {name} missing from docs/cluster.md's code blocks: {missing}"
-
-
-@pytest.mark.parametrize("name", CONFIGS)
 def test_readme_lists_the_install_commands(name: str) -> None:
     text = section((ROOT / "README.md").read_text())
-    if text is None:
-        pytest.skip(f"README.md has no '## {SECTION}' section yet (its text is in docs/cluster.md)")
+    assert text is not None, f"README.md has no '## {SECTION}' section"
     missing = [c for c in commands(raw(name), INSTALL_KEYS) if squash(c) not in fenced_lines(text)]
-    assert not missing, (f"README.md's '{SECTION}' section does not list these install commands of {name} "
-                         f"in a code block (docs/cluster.md's section has them): {missing}")
+    assert not missing, f"README.md's '{SECTION}' section does not list these install commands of {name} in a code block: {missing}"
