@@ -30,7 +30,7 @@ ANIMALS = ("bear", "bird", "cat", "cow", "dog", "elephant", "giraffe", "horse", 
 ANIMAL_TASK = (2, 4)  # cat (minority, label 0) vs dog (majority, label 1), as in the seed paper
 PAPER_RATIO = 1 / 11  # 1000 cats : 11000 dogs
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # 2: exact duplicate animal images stay out of validation and test
 
 
 class DataError(ValueError):
@@ -196,18 +196,31 @@ def _animal_arrays(raw: tuple[bytes, bytes]) -> tuple[np.ndarray, np.ndarray]:
     return images.astype(np.uint8), labels.astype(np.int64)
 
 
+def _duplicated(images: np.ndarray) -> np.ndarray:
+    """True for every image whose exact pixels occur more than once (Animal-MNIST holds 284 such pairs)."""
+    _, inverse, counts = np.unique(images.reshape(len(images), -1), axis=0, return_inverse=True, return_counts=True)
+    return counts[inverse.ravel()] > 1
+
+
+def _unique_first(idx: np.ndarray, duplicated: np.ndarray) -> np.ndarray:
+    """Images without an exact copy first (validation and test take those), duplicated ones last (training),
+    so that no image appears in two splits."""
+    return np.concatenate([idx[~duplicated[idx]], idx[duplicated[idx]]])
+
+
 def build_animals(
     raw: tuple[bytes, bytes], *, image_size: int, seed: int, ratio: float | None, counts: dict | None,
     val_per_class: int = 150, test_per_class: int = 150,
 ) -> Dataset:
     """Cat (0) vs dog (1): balanced validation and test, imbalanced training (1:11 by default)."""
     images, labels = _animal_arrays(raw)
+    duplicated = _duplicated(images)
     classes = tuple(ANIMALS[i] for i in ANIMAL_TASK)
     rng = np.random.default_rng(seed)
     parts = {"train": [], "val": [], "test": []}
     pools = {}
     for new, old in enumerate(ANIMAL_TASK):
-        idx = rng.permutation(np.flatnonzero(labels == old))
+        idx = _unique_first(rng.permutation(np.flatnonzero(labels == old)), duplicated)
         parts["val"].append(idx[:val_per_class])
         parts["test"].append(idx[val_per_class : val_per_class + test_per_class])
         pools[classes[new]] = idx[val_per_class + test_per_class :]
@@ -224,6 +237,7 @@ def build_animals(
 def build_animals_source(raw: tuple[bytes, bytes], *, image_size: int, seed: int, **_: object) -> Dataset:
     """The eight animals that are neither cat nor dog: the source task for pretraining (80/10/10)."""
     images, labels = _animal_arrays(raw)
+    duplicated = _duplicated(images)
     keep = [i for i in range(len(ANIMALS)) if i not in ANIMAL_TASK]
     classes = tuple(ANIMALS[i] for i in keep)
     remap = np.full(len(ANIMALS), -1)
@@ -231,7 +245,7 @@ def build_animals_source(raw: tuple[bytes, bytes], *, image_size: int, seed: int
     rng = np.random.default_rng(seed)
     parts = {"train": [], "val": [], "test": []}
     for old in keep:
-        idx = rng.permutation(np.flatnonzero(labels == old))
+        idx = _unique_first(rng.permutation(np.flatnonzero(labels == old)), duplicated)
         n_val = n_test = len(idx) // 10
         parts["val"].append(idx[:n_val])
         parts["test"].append(idx[n_val : n_val + n_test])

@@ -103,6 +103,8 @@ def resample(train: Split, name: str = "none", ratio: float = 1.0, seed: int = 0
     if sampler is None:
         return Resampled(train.images, train.labels, torch.zeros(len(train), dtype=torch.bool))
     flat = train.images.reshape(len(train), -1).numpy()
+    if name == "over_smote":  # imbalanced-learn interpolates in the input dtype: uint8 differences wrap around
+        flat = flat.astype(np.float32)
     x, y = sampler.fit_resample(flat, labels)
     if hasattr(sampler, "sample_indices_"):  # index samplers: real samples, no copy of pixels needed
         idx = torch.from_numpy(sampler.sample_indices_).long()
