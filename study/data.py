@@ -127,7 +127,13 @@ def train_counts(
         return dict(available)
     check_ratio(ratio)
     majority = max(available[c] for c in classes[1:])
-    return {c: (max(1, round(ratio * majority)) if i == 0 else available[c]) for i, c in enumerate(classes)}
+    minority = max(1, round(ratio * majority))
+    if minority > available[classes[0]]:
+        raise DataError(
+            f"ratio {ratio:g} asks for {minority} training images of '{classes[0]}' "
+            f"({majority} of the largest class), but only {available[classes[0]]} are available"
+        )
+    return {c: (minority if i == 0 else available[c]) for i, c in enumerate(classes)}
 
 
 # ---------------------------------------------------------------- tensors
@@ -405,7 +411,9 @@ def build_folder(
         skipped += bad
         for label, c in enumerate(classes):
             if not (labels == label).any():
-                raise DataError(f"class '{c}' has no readable image in the {name} split of {root}")
+                raise DataError(
+                    f"class '{c}' has no readable image in the {name} split of {root} ({len(bad)} unreadable files skipped)"
+                )
         splits[name] = Split(images, labels)
     if skipped:
         warnings.warn(

@@ -442,3 +442,10 @@ def test_animals_package_missing_says_how_to_install(tmp_path: Path, monkeypatch
     for name in ("animals", "animals_source"):
         with pytest.raises(DataError, match=r"needs the package animal-mnist: pip install --no-deps animal-mnist==0\.4"):
             load_dataset(name, cache_dir=tmp_path)
+
+
+def test_ratio_asking_for_more_minority_images_than_exist(tmp_path: Path) -> None:
+    root = make_folder(tmp_path / "few_cats", {"train": {"cat": 2, "dog": 12}, "validation": {"cat": 2, "dog": 2}})
+    with pytest.raises(DataError, match=r"ratio 0\.5 asks for 6 training images of 'cat' \(12 of the largest class\), "
+                                        r"but only 2 are available"):
+        load_dataset(str(root), ratio=0.5, image_size=8, cache_dir=tmp_path / "cache")
