@@ -1,0 +1,92 @@
+"""``python -m study.pretrain``: a smoke run writes a safe checkpoint the transfer approach can start from;
+bad arguments exit with code 2. Everything runs in tmp_path (the CLI writes relative to the working directory)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from study import pretrain
+from study.data import ANIMALS
+from study.models import build_model, load_state_dict, source_checkpoint
+
+SOURCE_CLASSES = [a for a in ANIMALS if a not in ("cat", "dog")]
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Study trials run on one thread each; two threads on a shared 2-core machine only thrash."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture()
+def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+def test_smoke_cli_writes_a_weights_only_checkpoint(workdir: Path) -> None:
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run([sys.executable, "-m", "study.pretrain", "--smoke", "--epochs", "1", "--image-size", "16"],
+                          cwd=workdir, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    path = workdir / "results" / "checkpoints" / "source_resnet18_16px_smoke.pt"  # source_checkpoint(16, smoke=True)
+    assert proc.stdout.startswith("saved results/checkpoints/source_resnet18_16px_smoke.pt: source-task validation accuracy")
+    assert "pretraining on the animals source task" in proc.stderr  # the progress bar
+    blob = torch.load(path, weights_only=True)
+    assert blob["classes"] == SOURCE_CLASSES and blob["image_size"] == 16 and blob["epochs"] == 1
+    assert 0 <= blob["val_accuracy"] <= 1 and 0 <= blob["val_macro_f1"] <= 1
+    assert blob["state_dict"]["fc.weight"].shape == (8, 512)
+    assert {p.name for p in (workdir / "results").iterdir()} == {"checkpoints", "cache"}  # all under the working directory
+    # the transfer approach starts from it: backbone restored, a fresh 2-class head
+    state = load_state_dict(path)
+    net = build_model(2, "pretrained", "source", state=state)
+    got = net.state_dict()
+    assert all(torch.equal(got[k], v) for k, v in state.items() if not k.startswith("fc."))
+    assert net.fc.out_features == 2
+
+
+def test_checkpoint_at_the_default_source_path_is_what_source_weights_load(workdir: Path, capsys) -> None:
+    out = source_checkpoint(32)  # results/checkpoints/source_resnet18_32px.pt under tmp_path
+    assert pretrain.main(["--smoke", "--epochs", "1", "--out", str(out), "--seed", "2"]) == 0
+    assert capsys.readouterr().out.startswith(f"saved {out}:")
+    saved = torch.load(workdir / out, weights_only=True)["state_dict"]
+    net = build_model(2, "pretrained", "source", freeze="layer3")
+    got = net.state_dict()
+    assert all(torch.equal(got[k], v) for k, v in saved.items() if not k.startswith("fc."))
+    assert not any(p.requires_grad for p in net.layer3.parameters()) and net.fc.weight.requires_grad
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [["--epochs", "0"], ["--epochs", "-3"], ["--image-size", "4"]],
+)
+def test_bad_values_exit_2_with_one_error_line(argv: list[str], workdir: Path, capsys) -> None:
+    assert pretrain.main(argv) == 2
+    err = capsys.readouterr().err
+    assert err == "error: --epochs must be >= 1 and --image-size >= 8\n"
+    assert not any(workdir.iterdir())  # nothing written
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--epochs", "two"], "argument --epochs: invalid int value: 'two'"),
+        (["--lr", "fast"], "argument --lr: invalid float value: 'fast'"),
+        (["--bogus"], "unrecognized arguments: --bogus"),
+    ],
+)
+def test_malformed_arguments_exit_2(argv: list[str], message: str, workdir: Path, capsys) -> None:
+    with pytest.raises(SystemExit) as exc:
+        pretrain.main(argv)
+    assert exc.value.code == 2
+    assert message in capsys.readouterr().err
+    assert not any(workdir.iterdir())
