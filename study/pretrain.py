@@ -62,8 +62,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, default=None, help="checkpoint path (default results/checkpoints/source_resnet18_<size>px.pt)")
     ap.add_argument("--smoke", action="store_true", help="tiny subset, for tests")
     args = ap.parse_args(argv)
-    if args.epochs < 1 or args.image_size < 8:
-        print("error: --epochs must be >= 1 and --image-size >= 8", file=sys.stderr)
+    bad = [msg for ok, msg in ((args.epochs >= 1, "--epochs must be >= 1"), (args.image_size >= 8, "--image-size must be >= 8"),
+                               (args.lr > 0, "--lr must be > 0"), (args.batch_size >= 1, "--batch-size must be >= 1")) if not ok]
+    if bad:
+        print(f"error: {'; '.join(bad)}", file=sys.stderr)
         return 2
     out = args.out or source_checkpoint(args.image_size, args.smoke)
     try:

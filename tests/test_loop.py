@@ -12,14 +12,7 @@ from study.loop import augment, evaluate, pick_device, train_one_epoch
 from study.losses import build_loss
 from study.models import IMAGENET_NORM, PAPER_NORM, build_model, normalisation
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Study trials run on one thread each; two threads on a shared 2-core machine only thrash."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

@@ -20,17 +20,10 @@ from study.models import (
     source_checkpoint,
 )
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 STAGE_PREFIXES = {"stem": ("conv1.", "bn1."), "layer1": ("layer1.",), "layer2": ("layer2.",), "layer3": ("layer3.",),
                   "layer4": ("layer4.",)}
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Study trials run on one thread each; two threads on a shared 2-core machine only thrash."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def trained_like_state(num_classes: int = 8, seed: int = 0) -> dict[str, torch.Tensor]:

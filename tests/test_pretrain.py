@@ -15,16 +15,9 @@ from study import pretrain
 from study.data import ANIMALS
 from study.models import build_model, load_state_dict, source_checkpoint
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 SOURCE_CLASSES = [a for a in ANIMALS if a not in ("cat", "dog")]
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Study trials run on one thread each; two threads on a shared 2-core machine only thrash."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture()
@@ -66,13 +59,16 @@ def test_checkpoint_at_the_default_source_path_is_what_source_weights_load(workd
 
 
 @pytest.mark.parametrize(
-    "argv",
-    [["--epochs", "0"], ["--epochs", "-3"], ["--image-size", "4"]],
+    ("argv", "message"),
+    [(["--epochs", "0"], "--epochs must be >= 1"), (["--epochs", "-3"], "--epochs must be >= 1"),
+     (["--image-size", "4"], "--image-size must be >= 8"), (["--lr", "-0.1"], "--lr must be > 0"),
+     (["--batch-size", "0"], "--batch-size must be >= 1"),
+     (["--epochs", "0", "--lr", "0"], "--epochs must be >= 1; --lr must be > 0")],
 )
-def test_bad_values_exit_2_with_one_error_line(argv: list[str], workdir: Path, capsys) -> None:
+def test_bad_values_exit_2_with_one_error_line(argv: list[str], message: str, workdir: Path, capsys) -> None:
     assert pretrain.main(argv) == 2
     err = capsys.readouterr().err
-    assert err == "error: --epochs must be >= 1 and --image-size >= 8\n"
+    assert err == f"error: {message}\n"
     assert not any(workdir.iterdir())  # nothing written
 
 
