@@ -50,7 +50,9 @@ def make_tuner(space: Space, plan: "Plan", data: Dataset, bank: dict, settings: 
                               reduction_factor=b["reduction_factor"])
     return tune.Tuner(
         trainable,
-        tune_config=tune.TuneConfig(search_alg=searcher, scheduler=scheduler,
+        # Locally a finished trial's process serves the next trial instead of importing torch again (seconds a
+        # trial); on a cluster every trial gets a fresh actor, so that trials spread over the nodes.
+        tune_config=tune.TuneConfig(search_alg=searcher, scheduler=scheduler, reuse_actors=a.address is None,
                                     num_samples=b["num_samples"], max_concurrent_trials=a.max_concurrent),
         run_config=tune.RunConfig(
             name=space.name,
