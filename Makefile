@@ -34,6 +34,8 @@ pretrain: $(STAMP)
 bench: $(STAMP)
 	$(PY) benchmarks/bench_data.py
 	$(PY) benchmarks/bench_loop.py
+	$(PY) benchmarks/transfer_vs_scratch.py
+	$(PY) benchmarks/bench_tune_overhead.py
 
 ui: $(STAMP)
 	@mkdir -p results

@@ -87,27 +87,30 @@ def write_markdown(table: list[dict[str, Any]], path: Path, experiment: str, stu
 
 
 def write_plot(client: MlflowClient, parents: list[Any], table: list[dict[str, Any]], path: Path) -> None:
-    fig, axes = plt.subplots(1, 3, figsize=(16, 4.5))
+    fig, axes = plt.subplots(1, 3, figsize=(16, 4.8))
     names = [r["approach"] for r in table]
     x = range(len(names))
     axes[0].bar([i - 0.2 for i in x], [r["val macro F1"] or 0 for r in table], 0.4, label="validation")
     axes[0].bar([i + 0.2 for i in x], [r["test macro F1"] or 0 for r in table], 0.4, label="test")
     axes[0].set_xticks(list(x), names, rotation=30, ha="right")
     axes[0].set_ylabel("macro-F1")
+    axes[0].set_ylim(0, 1.15)
     axes[0].set_title("best trial per approach")
-    axes[0].legend()
+    axes[0].legend(loc="upper center", ncol=2)
+    colours = {name: plt.get_cmap("tab10")(i % 10) for i, name in enumerate(names)}  # one colour per approach
     for ax, (train_key, val_key) in zip(axes[1:], CURVES):
         for run in parents:
-            child = run.data.tags.get("best_run_id")
+            child, approach = run.data.tags.get("best_run_id"), run.data.tags["approach"]
             if not child:
                 continue
             for key, style in ((train_key, "--"), (val_key, "-")):
                 hist = sorted(client.get_metric_history(child, key), key=lambda m: m.step)
-                ax.plot([m.step for m in hist], [m.value for m in hist], style,
-                        label=f"{run.data.tags['approach']} {'train' if key == train_key else 'val'}")
+                ax.plot([m.step for m in hist], [m.value for m in hist], style, color=colours.get(approach),
+                        label=f"{approach} {'train' if key == train_key else 'val'}")
         ax.set_xlabel("epoch")
-        ax.set_title("learning curves of the best trials: " + ("loss" if "loss" in val_key else "macro-F1"))
-        ax.legend(fontsize=7)
+        ax.set_title("best trials: " + ("loss" if "loss" in val_key else "macro-F1") + " (dashed train, solid validation)",
+                     fontsize=10)
+        ax.legend(fontsize=7, ncol=2)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
