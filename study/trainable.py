@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -81,6 +82,7 @@ def epoch_metrics(train: dict, val: dict) -> dict[str, Any]:
 
 def train_trial(config: dict[str, Any], data: Dataset, weights: dict[str, dict] | None = None) -> None:
     """Report every epoch with a checkpoint; resume from the latest checkpoint after a failure."""
+    logging.getLogger("ray.train._internal.storage").setLevel(logging.WARNING)  # a "Checkpoint created" line per epoch
     torch.set_num_threads(max(1, int(config.get("cpus", 1))))
     p = build_parts(config, data, weights)
     generator, start = torch.Generator().manual_seed(config["seed"]), 0
