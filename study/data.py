@@ -30,7 +30,7 @@ ANIMALS = ("bear", "bird", "cat", "cow", "dog", "elephant", "giraffe", "horse", 
 ANIMAL_TASK = (2, 4)  # cat (minority, label 0) vs dog (majority, label 1), as in the seed paper
 PAPER_RATIO = 1 / 11  # 1000 cats : 11000 dogs
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
-CACHE_VERSION = 2  # 2: exact duplicate animal images stay out of validation and test
+CACHE_VERSION = 3  # 2: exact duplicate animal images stay out of validation and test; 3: folder hold-out after decoding
 
 
 class DataError(ValueError):
@@ -388,7 +388,7 @@ def build_folder(
     layout: dict[str, dict[str, list[Path]]], *, root: Path, image_size: int, seed: int,
     ratio: float | None, counts: dict | None,
 ) -> Dataset:
-    """A Kaggle-layout folder; without test/, half of each validation class is held out (seeded)."""
+    """A Kaggle-layout folder; without test/, half of each validation class's readable images is held out (seeded)."""
     classes = tuple(sorted(layout["train"]))
     rng = np.random.default_rng(seed)
     wanted = train_counts({c: len(layout["train"][c]) for c in classes}, classes, ratio, counts)
@@ -396,17 +396,12 @@ def build_folder(
     for label, c in enumerate(classes):
         train = layout["train"][c]
         chosen["train"] += [(train[i], label) for i in _pick(rng, np.arange(len(train)), wanted[c])]
-        val = layout["validation"][c]
-        if "test" in layout:
-            chosen["val"] += [(p, label) for p in val]
-            chosen["test"] += [(p, label) for p in layout["test"][c]]
-        else:
-            order = rng.permutation(len(val))
-            half = len(val) // 2
-            chosen["test"] += [(val[i], label) for i in np.sort(order[:half])]
-            chosen["val"] += [(val[i], label) for i in np.sort(order[half:])]
+        chosen["val"] += [(p, label) for p in layout["validation"][c]]
+        chosen["test"] += [(p, label) for p in layout.get("test", {}).get(c, [])]
     splits, skipped = {}, []
     for name, files in chosen.items():
+        if not files:  # no test/ folder: held out of validation below
+            continue
         images, labels, bad = decode_files(files, image_size, name)
         skipped += bad
         for label, c in enumerate(classes):
@@ -415,6 +410,16 @@ def build_folder(
                     f"class '{c}' has no readable image in the {name} split of {root} ({len(bad)} unreadable files skipped)"
                 )
         splits[name] = Split(images, labels)
+    if "test" not in splits:  # split what decoded, so that unreadable files cannot empty one half
+        halves = [rng.permutation(np.flatnonzero(splits["val"].labels.numpy() == label)) for label in range(len(classes))]
+        test_idx = np.sort(np.concatenate([h[: len(h) // 2] for h in halves]))
+        val_idx = np.sort(np.concatenate([h[len(h) // 2 :] for h in halves]))
+        whole = splits["val"]
+        splits["val"] = Split(whole.images[val_idx], whole.labels[val_idx])
+        splits["test"] = Split(whole.images[test_idx], whole.labels[test_idx])
+        for label, c in enumerate(classes):
+            if not (splits["test"].labels == label).any():
+                raise DataError(f"class '{c}' has one readable validation image in {root}: too few to hold out a test half")
     if skipped:
         warnings.warn(
             f"skipped {len(skipped)} corrupt, truncated or non-image files under {root} (first: {skipped[0]})",

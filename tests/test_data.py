@@ -449,3 +449,20 @@ def test_ratio_asking_for_more_minority_images_than_exist(tmp_path: Path) -> Non
     with pytest.raises(DataError, match=r"ratio 0\.5 asks for 6 training images of 'cat' \(12 of the largest class\), "
                                         r"but only 2 are available"):
         load_dataset(str(root), ratio=0.5, image_size=8, cache_dir=tmp_path / "cache")
+
+
+def test_folder_hold_out_splits_the_readable_validation_images(tmp_path: Path) -> None:
+    root = make_folder(tmp_path / "d", {"train": {"cat": 2, "dog": 4}, "validation": {"cat": 2, "dog": 4}})
+    for i in range(4):  # unreadable files that a split of file names could all send to one half
+        (root / "validation" / "cat" / f"junk{i}.jpg").write_bytes(b"not a jpeg")
+    for seed in range(6):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            ds = load_dataset(str(root), image_size=8, seed=seed, cache_dir=None)
+        assert ds.val.counts(2) == [1, 2] and ds.test.counts(2) == [1, 2]
+
+
+def test_folder_hold_out_needs_two_readable_validation_images_per_class(tmp_path: Path) -> None:
+    root = make_folder(tmp_path / "d", {"train": {"cat": 2, "dog": 4}, "validation": {"cat": 1, "dog": 4}})
+    with pytest.raises(DataError, match=r"class 'cat' has one readable validation image in .*: too few to hold out a test half"):
+        load_dataset(str(root), image_size=8, cache_dir=None)
