@@ -94,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
         grid = tune.Tuner(
             tune.with_parameters(matrix_trial, table=table),
             param_space={"kind": tune.grid_search(kinds), "matrix_seed": tune.randint(0, 2**31 - 1),
-                         "seed": args.seed, "repetitions": args.repetitions, "dataset": table.name},
+                         "seed": args.seed, "repetitions": args.repetitions, "dataset": table.name, "approach": table.name},
             tune_config=tune.TuneConfig(num_samples=args.num_samples),
             run_config=tune.RunConfig(name=study_id, storage_path=str(Path(args.storage_path).resolve()), verbose=1,
                                       callbacks=[MLflowCallback(settings, list(table.classes), args.repetitions)]),

@@ -1,5 +1,6 @@
-"""Run a validated study plan: one Ray Tune study per approach (own Optuna search, own ASHA),
-MLflow tracking, the best checkpoint on the test split, then results/<space>/."""
+"""Run a validated study plan: one Ray Tune run in which every approach has its own Optuna search and
+its own ASHA (side by side), MLflow tracking, each approach's best checkpoint on the test split,
+then results/<space>/."""
 
 from __future__ import annotations
 
@@ -17,9 +18,10 @@ from ray.tune.search.optuna import OptunaSearch
 from study.data import Dataset
 from study.loop import evaluate
 from study.report import write_report
+from study.search import PerApproachScheduler, PerApproachSearch
+from study.spaces import Space
 from study.tracking import MLflowCallback, Tracker, flat_params
 from study.trainable import CHECKPOINT_FILE, build_parts, scored, train_trial
-from study.spaces import Space
 
 if TYPE_CHECKING:
     from study.tune import Plan
@@ -32,32 +34,38 @@ def tracker_settings(plan: "Plan", approach: str) -> dict[str, Any]:
             "artifact_root": root}
 
 
-def make_tuner(space: Space, plan: "Plan", data: Dataset, bank: dict, settings: dict[str, Any]) -> tune.Tuner:
+def make_tuner(plan: "Plan", data: Dataset, bank: dict) -> tune.Tuner:
+    """One Tuner for every approach of the space; each approach has its own Optuna search and its own ASHA."""
     b, a = plan.budget, plan.args
     trainable = tune.with_resources(
         tune.with_parameters(train_trial, data=data, weights=bank),  # into the object store once, shared by trials
         {"cpu": a.cpus_per_trial, "gpu": a.gpus_per_trial},
     )
-    path = f"{plan.storage}/{plan.study_id}/{space.name}"
+    path = f"{plan.storage}/{plan.study_id}/{plan.space}"
     if a.resume and tune.Tuner.can_restore(path):
         return tune.Tuner.restore(path, trainable, resume_errored=True)
-    constants = {"approach": space.name, "seed": a.seed, "epochs": b["epochs"], "batch_size": b["batch_size"],
-                 "image_size": b["image_size"], "cpus": a.cpus_per_trial, "gpus": a.gpus_per_trial}
-    # TPE models the results after a third of the budget; before that it samples at random
-    tpe = TPESampler(seed=a.seed, n_startup_trials=max(2, b["num_samples"] // 3))
-    searcher = OptunaSearch(space.define_by_run(constants), metric="macro_f1", mode="max", sampler=tpe)
-    scheduler = ASHAScheduler(metric="macro_f1", mode="max", time_attr="training_iteration", max_t=b["epochs"], grace_period=min(b["grace_period"], b["epochs"]),
-                              reduction_factor=b["reduction_factor"])
+    searchers, schedulers = {}, {}
+    for space in plan.spaces:
+        constants = {"approach": space.name, "seed": a.seed, "epochs": b["epochs"], "batch_size": b["batch_size"],
+                     "image_size": b["image_size"], "cpus": a.cpus_per_trial, "gpus": a.gpus_per_trial}
+        # TPE models the results after a third of the budget; before that it samples at random
+        tpe = TPESampler(seed=a.seed, n_startup_trials=max(2, b["num_samples"] // 3))
+        searchers[space.name] = OptunaSearch(space.define_by_run(constants), metric="macro_f1", mode="max", sampler=tpe)
+        schedulers[space.name] = ASHAScheduler(metric="macro_f1", mode="max", time_attr="training_iteration", max_t=b["epochs"],
+                                               grace_period=min(b["grace_period"], b["epochs"]),
+                                               reduction_factor=b["reduction_factor"])
+    callbacks = [MLflowCallback(tracker_settings(plan, s.name), list(data.classes), b["epochs"]) for s in plan.spaces]
     return tune.Tuner(
         trainable,
         # Locally a finished trial's process serves the next trial instead of importing torch again (seconds a
         # trial); on a cluster every trial gets a fresh actor, so that trials spread over the nodes.
-        tune_config=tune.TuneConfig(search_alg=searcher, scheduler=scheduler, reuse_actors=a.address is None,
-                                    num_samples=b["num_samples"], max_concurrent_trials=a.max_concurrent),
+        tune_config=tune.TuneConfig(search_alg=PerApproachSearch(searchers, b["num_samples"], "macro_f1", "max"),
+                                    scheduler=PerApproachScheduler(schedulers, "macro_f1"), reuse_actors=a.address is None,
+                                    num_samples=b["num_samples"] * len(plan.spaces), max_concurrent_trials=a.max_concurrent),
         run_config=tune.RunConfig(
-            name=space.name,
+            name=plan.space,
             storage_path=f"{plan.storage}/{plan.study_id}",
-            callbacks=[MLflowCallback(settings, list(data.classes), b["epochs"])],
+            callbacks=callbacks,
             checkpoint_config=tune.CheckpointConfig(num_to_keep=2, checkpoint_score_attribute="macro_f1",
                                                     checkpoint_score_order="max"),
             failure_config=tune.FailureConfig(max_failures=3),
@@ -80,17 +88,21 @@ def test_best(best: tune.Result, data: Dataset, bank: dict) -> dict[str, Any]:
             "test": scored(result, data.classes, parts.costs)}
 
 
-def run_approach(space: Space, plan: "Plan", data: Dataset, bank: dict) -> dict[str, Any] | None:
-    settings = tracker_settings(plan, space.name)
-    tracker = Tracker(**settings)
-    grid = make_tuner(space, plan, data, bank, settings).fit()
-    statuses = {r.metrics.get("trial_id", ""): ("FAILED" if r.error else "FINISHED") for r in grid}
+def best_value(result: tune.Result) -> float:
+    frame = result.metrics_dataframe
+    return float(frame["macro_f1"].max()) if frame is not None and "macro_f1" in frame else float("-inf")
+
+
+def finish_approach(space: Space, results: list[tune.Result], finished: bool, tracker: Tracker, data: Dataset,
+                    bank: dict) -> dict[str, Any] | None:
+    """Close the approach's child runs; give its parent run the best trial and its test-split metrics."""
+    statuses = {r.metrics.get("trial_id", ""): ("FAILED" if r.error else "FINISHED") for r in results}
     tracker.close_children(statuses)
-    finished = grid.num_terminated + grid.num_errors == len(grid) and grid.num_terminated > 0
-    if not finished:
-        tracker.end(tracker.parent_id, "KILLED" if grid.num_errors < len(grid) else "FAILED")
+    scored_results = [r for r in results if best_value(r) > float("-inf")]
+    if not finished or not scored_results:
+        tracker.end(tracker.parent_id, "KILLED" if not finished else "FAILED")
         return None
-    best = grid.get_best_result("macro_f1", "max", scope="all")
+    best = max(scored_results, key=best_value)
     outcome = test_best(best, data, bank)
     params = {f"best.{k}": v for k, v in flat_params(best.config).items()}
     client, run = tracker.client, tracker.parent_id
@@ -104,9 +116,17 @@ def run_approach(space: Space, plan: "Plan", data: Dataset, bank: dict) -> dict[
     client.log_dict(run, best.config, "best_config.json")
     tracker.log_artifacts(run, {f"test_{k}": v for k, v in outcome["test"].items()}, list(data.classes), prefix="test_")
     tracker.end(run, "FINISHED", {"best_trial_id": best.metrics["trial_id"], "best_run_id": tracker.run_of(best.metrics["trial_id"]),
-                                  "trials": str(len(grid)), "data": data.name, "searched": ",".join(space.params)})
+                                  "trials": str(len(results)), "data": data.name, "searched": ",".join(space.params)})
     return {"approach": space.name, "config": best.config, "macro_f1": outcome["val"]["macro_f1"],
             "test_macro_f1": outcome["test"]["macro_f1"], "epoch": outcome["epoch"]}
+
+
+def run_approaches(plan: "Plan", data: Dataset, bank: dict) -> list[dict[str, Any] | None]:
+    trackers = {s.name: Tracker(**tracker_settings(plan, s.name)) for s in plan.spaces}  # parent runs first
+    grid = make_tuner(plan, data, bank).fit()
+    finished = grid.num_terminated + grid.num_errors == len(grid) and grid.num_terminated > 0
+    return [finish_approach(s, [r for r in grid if r.config.get("approach") == s.name], finished, trackers[s.name], data, bank)
+            for s in plan.spaces]
 
 
 def init_ray(address: str | None) -> None:
@@ -173,8 +193,7 @@ def run_study(plan: "Plan", data: Dataset, bank: dict) -> int:
         except ClusterError as err:
             print(f"error: {err}", file=sys.stderr)
             return 2
-        for space in plan.spaces:
-            outcomes.append(run_approach(space, plan, data, bank))
+        outcomes = run_approaches(plan, data, bank)
     finally:
         ray.shutdown()
     out = write_report(plan.tracking_uri, plan.space, Path(plan.args.results_dir) / plan.space, plan.study_id)

@@ -181,8 +181,9 @@ class Tracker:
 class MLflowCallback(tune.Callback):
     """Ray Tune callback: trial start / result / complete / error -> the tracker's child runs.
 
-    Ray pickles its callbacks with the experiment state (``Tuner.restore``), so the callback
-    keeps only its settings and opens the tracker in ``setup``.
+    One callback per approach; it handles the trials of its approach only. Ray pickles its
+    callbacks with the experiment state (``Tuner.restore``), so the callback keeps only its
+    settings and opens the tracker in ``setup``.
     """
 
     def __init__(self, settings: dict[str, Any], classes: list[str], max_epochs: int) -> None:
@@ -195,10 +196,17 @@ class MLflowCallback(tune.Callback):
     def setup(self, **info: Any) -> None:
         self.tracker = Tracker(**self.settings)
 
+    def mine(self, trial: Any) -> bool:
+        return trial.config.get("approach") == self.settings["approach"]
+
     def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        if not self.mine(trial):
+            return
         self.tracker.child(trial.trial_id, trial.config)
 
     def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
+        if not self.mine(trial):
+            return
         run_id = self.tracker.child(trial.trial_id, trial.config)
         tags = {"node_id": str(result.get("node_id", ""))}
         if result.get("resumed_from"):
@@ -206,6 +214,8 @@ class MLflowCallback(tune.Callback):
         self.tracker.log_epoch(run_id, int(result["training_iteration"]), numeric_metrics(result), tags)
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        if not self.mine(trial):
+            return
         run_id = self.tracker.child(trial.trial_id, trial.config)
         last = trial.last_result or {}
         epochs = int(last.get("training_iteration", 0))
@@ -214,5 +224,7 @@ class MLflowCallback(tune.Callback):
         self.tracker.end(run_id, "FINISHED", tags)
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        if not self.mine(trial):
+            return
         run_id = self.tracker.child(trial.trial_id, trial.config)
         self.tracker.end(run_id, "FAILED", {"error": "true"})

@@ -82,7 +82,11 @@ def test_asha_stops_poor_trials_early(tmp_path: Path) -> None:
 def test_sigkilled_study_resumes_without_duplicates(tmp_path: Path) -> None:
     spaces = tmp_path / "spaces"
     spaces.mkdir()
-    (spaces / "slow.yaml").write_text(ASHA_SPACE.replace("num_samples: 8", "num_samples: 4").replace("1.0e-7", "1.0e-3"))
+    # two approaches side by side in one Tuner: the resumed searcher state holds both searches
+    for name, loss in (("slow_ce", "ce"), ("slow_focal", "focal")):
+        (spaces / f"{name}.yaml").write_text(ASHA_SPACE.replace("1.0e-7", "1.0e-3").replace("loss: ce", f"loss: {loss}"))
+    (spaces / "slow.yaml").write_text("description: two approaches, two trials each\napproaches: [slow_ce, slow_focal]\n"
+                                      "defaults: {epochs: 6, num_samples: 2, grace_period: 1, reduction_factor: 2, batch_size: 32}\n")
     args = ["--space", "slow", "--spaces-dir", str(spaces), "--data", "digits", "--ratio", "0.5", "--max-concurrent", "1"]
     proc = subprocess.Popen([sys.executable, "-m", "study.tune", *args], cwd=tmp_path, start_new_session=True,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -112,8 +116,12 @@ def test_sigkilled_study_resumes_without_duplicates(tmp_path: Path) -> None:
     assert [r.info.status for r in all_runs if r.info.status == "RUNNING"] == []
     parents = [r for r in all_runs if r.data.tags["role"] == "parent"]
     children = [r for r in all_runs if r.data.tags["role"] == "child"]
-    assert len(parents) == 1 and parents[0].info.status == "FINISHED"
+    assert sorted(p.data.tags["approach"] for p in parents) == ["slow_ce", "slow_focal"]
+    assert all(p.info.status == "FINISHED" for p in parents)
     assert len(children) == 4 and len({r.data.tags["trial_id"] for r in children}) == 4
+    for parent in parents:  # each approach kept its own two trials
+        mine = [r for r in children if r.data.tags["mlflow.parentRunId"] == parent.info.run_id]
+        assert len(mine) == 2 and all(r.data.params["approach"] == parent.data.tags["approach"] for r in mine)
     for r in children:
         steps = [m.step for m in c.get_metric_history(r.info.run_id, "macro_f1")]
         assert len(steps) == len(set(steps)), f"duplicated epochs in {r.data.tags['trial_id']}: {steps}"

@@ -1,0 +1,88 @@
+"""Every approach of a study in one Ray Tune run, each with its own Optuna search and its own ASHA.
+
+One ASHA across approaches would stop slow starters such as under-sampling; one Tuner per
+approach, one after another, leaves trial slots idle at every approach's end. These two
+wrappers keep a search and a scheduler per approach (by the trial config's ``approach``) inside
+one Tuner, so that the approaches' trials run side by side.
+"""
+
+from __future__ import annotations
+
+import pickle
+from collections import Counter
+from typing import Any
+
+from ray.tune.schedulers import FIFOScheduler, TrialScheduler
+from ray.tune.search import Searcher
+
+
+class PerApproachSearch(Searcher):
+    """Proposes each approach's trials from its own searcher, in turn, ``num_samples`` each."""
+
+    def __init__(self, searchers: dict[str, Searcher], num_samples: int, metric: str, mode: str) -> None:
+        super().__init__(metric=metric, mode=mode)
+        self.searchers, self.num_samples = searchers, num_samples
+        self.suggested: Counter[str] = Counter()
+        self.owner: dict[str, str] = {}  # trial id -> approach
+
+    def set_search_properties(self, metric: str | None, mode: str | None, config: dict, **spec: Any) -> bool:
+        return all(s.set_search_properties(metric, mode, config, **spec) for s in self.searchers.values())
+
+    def suggest(self, trial_id: str) -> dict[str, Any] | str | None:
+        open_ = [a for a in self.searchers if self.suggested[a] < self.num_samples]
+        if not open_:
+            return Searcher.FINISHED
+        approach = min(open_, key=lambda a: self.suggested[a])  # round robin, in the space's order
+        config = self.searchers[approach].suggest(trial_id)
+        if isinstance(config, dict):
+            self.owner[trial_id] = approach
+            self.suggested[approach] += 1
+        return config
+
+    def on_trial_result(self, trial_id: str, result: dict) -> None:
+        if trial_id in self.owner:
+            self.searchers[self.owner[trial_id]].on_trial_result(trial_id, result)
+
+    def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
+        if trial_id in self.owner:
+            self.searchers[self.owner[trial_id]].on_trial_complete(trial_id, result, error)
+
+    def save(self, checkpoint_path: str) -> None:  # Tuner.restore: the searchers' state (as OptunaSearch does)
+        with open(checkpoint_path, "wb") as f:
+            pickle.dump(self.__dict__.copy(), f)
+
+    def restore(self, checkpoint_path: str) -> None:  # Ray's own experiment state, written by save() above
+        with open(checkpoint_path, "rb") as f:
+            self.__dict__.update(pickle.load(f))
+
+
+class PerApproachScheduler(FIFOScheduler):
+    """Hands each trial's events to its approach's scheduler; trials start in submission order."""
+
+    def __init__(self, schedulers: dict[str, TrialScheduler], metric: str) -> None:
+        super().__init__()
+        self.schedulers, self._metric = schedulers, metric
+
+    def _of(self, trial: Any) -> TrialScheduler:
+        return self.schedulers[trial.config["approach"]]
+
+    def set_search_properties(self, metric: str | None, mode: str | None, **spec: Any) -> bool:
+        return all(s.set_search_properties(metric, mode, **spec) for s in self.schedulers.values())
+
+    def on_trial_add(self, tune_controller: Any, trial: Any) -> None:
+        self._of(trial).on_trial_add(tune_controller, trial)
+
+    def on_trial_error(self, tune_controller: Any, trial: Any) -> None:
+        self._of(trial).on_trial_error(tune_controller, trial)
+
+    def on_trial_result(self, tune_controller: Any, trial: Any, result: dict) -> str:
+        return self._of(trial).on_trial_result(tune_controller, trial, result)
+
+    def on_trial_complete(self, tune_controller: Any, trial: Any, result: dict) -> None:
+        self._of(trial).on_trial_complete(tune_controller, trial, result)
+
+    def on_trial_remove(self, tune_controller: Any, trial: Any) -> None:
+        self._of(trial).on_trial_remove(tune_controller, trial)
+
+    def debug_string(self) -> str:
+        return "; ".join(f"{a}: {s.debug_string()}" for a, s in self.schedulers.items())

@@ -1,0 +1,70 @@
+"""Per-approach search and scheduling inside one Tuner."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+from ray.tune.schedulers import ASHAScheduler, TrialScheduler
+from ray.tune.search import Searcher
+
+from study.search import PerApproachScheduler, PerApproachSearch
+
+
+class Recording(Searcher):
+    def __init__(self, name: str) -> None:
+        super().__init__(metric="macro_f1", mode="max")
+        self.name, self.completed, self.results = name, [], []
+
+    def suggest(self, trial_id: str) -> dict:
+        return {"approach": self.name, "trial": trial_id}
+
+    def on_trial_result(self, trial_id: str, result: dict) -> None:
+        self.results.append(trial_id)
+
+    def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
+        self.completed.append((trial_id, error))
+
+
+def test_each_approach_gets_its_budget_in_turn_then_the_search_finishes(tmp_path) -> None:
+    a, b = Recording("a"), Recording("b")
+    search = PerApproachSearch({"a": a, "b": b}, num_samples=2, metric="macro_f1", mode="max")
+    configs = [search.suggest(f"t{i}") for i in range(4)]
+    assert [c["approach"] for c in configs] == ["a", "b", "a", "b"]
+    assert search.suggest("t4") == Searcher.FINISHED
+    search.on_trial_result("t1", {"macro_f1": 0.5})
+    search.on_trial_complete("t1", {"macro_f1": 0.5})
+    search.on_trial_complete("t2", error=True)
+    assert b.results == ["t1"] and b.completed == [("t1", False)] and a.completed == [("t2", True)]
+    search.save(str(tmp_path / "state.pkl"))  # Tuner.restore: counts and owners come back
+    again = PerApproachSearch({"a": Recording("a"), "b": Recording("b")}, num_samples=2, metric="macro_f1", mode="max")
+    again.restore(str(tmp_path / "state.pkl"))
+    assert again.suggest("t5") == Searcher.FINISHED and again.owner["t3"] == "b"
+
+
+def test_a_searcher_that_has_nothing_yet_takes_no_budget() -> None:
+    class Waiting(Recording):
+        def suggest(self, trial_id: str):
+            return None
+
+    search = PerApproachSearch({"a": Waiting("a")}, num_samples=1, metric="macro_f1", mode="max")
+    assert search.suggest("t0") is None and search.suggested["a"] == 0
+
+
+def asha() -> ASHAScheduler:
+    return ASHAScheduler(metric="macro_f1", mode="max", time_attr="training_iteration", max_t=4, grace_period=1,
+                         reduction_factor=2)
+
+
+def test_each_approach_has_its_own_asha() -> None:
+    """A poor trial is stopped by comparison with its own approach only, not with a stronger approach."""
+    scheduler = PerApproachScheduler({"strong": asha(), "weak": asha()}, "macro_f1")
+    assert scheduler.metric == "macro_f1"
+    trials = {name: SimpleNamespace(trial_id=name, config={"approach": name.rstrip("0123456789")})
+              for name in ("strong1", "strong2", "weak1", "weak2")}
+    for t in trials.values():
+        scheduler.on_trial_add(None, t)
+    result = lambda f1: {"macro_f1": f1, "training_iteration": 1}  # noqa: E731
+    assert scheduler.on_trial_result(None, trials["strong1"], result(0.9)) == TrialScheduler.CONTINUE
+    assert scheduler.on_trial_result(None, trials["weak1"], result(0.4)) == TrialScheduler.CONTINUE  # first of its rung
+    assert scheduler.on_trial_result(None, trials["strong2"], result(0.5)) == TrialScheduler.STOP  # below strong1
+    assert scheduler.on_trial_result(None, trials["weak2"], result(0.45)) == TrialScheduler.CONTINUE  # above weak1
