@@ -13,8 +13,7 @@ trained with the shared loop on one thread, as a trial runs. Per run: validation
 after the last epoch and at the best validation epoch, and the test macro-F1 of that same
 model (the test split never chooses anything). Writes results/bench/transfer.{json,md}.
 
-If the source checkpoint is missing, the script waits for another process that is writing it
-(a ``.tmp<pid>`` file next to it), or else pretrains it first with the defaults of
+If the source checkpoint is missing, the script pretrains it first with the defaults of
 ``python -m study.pretrain``.
 """
 
@@ -43,18 +42,10 @@ OUT = ROOT / "results" / "bench"
 ARMS = ("scratch", "source")
 
 
-def ensure_checkpoint(path: Path, image_size: int, wait_s: float) -> str:
-    """The source checkpoint: already there, written meanwhile by another process, or pretrained now."""
+def ensure_checkpoint(path: Path, image_size: int) -> str:
+    """The source checkpoint, pretrained now when it is missing (as a study does)."""
     if path.exists():
         return "found"
-    deadline = time.monotonic() + wait_s
-    while list(path.parent.glob(path.stem + ".tmp*")) and time.monotonic() < deadline:
-        print(f"waiting for another process to finish writing {path} ...", flush=True)
-        time.sleep(15)
-        if path.exists():
-            return "waited for another process"
-    if path.exists():
-        return "waited for another process"
     from study.pretrain import pretrain
 
     print(f"no source checkpoint at {path}: pretraining it now (python -m study.pretrain --image-size {image_size})")
@@ -203,7 +194,6 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--batch-size", type=int, default=64)
     ap.add_argument("--data-seed", type=int, default=0, help="the split, the same for every run")
     ap.add_argument("--threads", type=int, default=1, help="torch threads per run (default 1, as a study trial)")
-    ap.add_argument("--wait", type=float, default=1800, help="seconds to wait for another process writing the checkpoint")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     command = ".venv/bin/python benchmarks/transfer_vs_scratch.py" + (
@@ -212,8 +202,8 @@ def main(argv: list[str] | None = None) -> int:
     path = source_checkpoint(args.image_size)
     if not path.is_absolute():
         path = ROOT / path
-    how = ensure_checkpoint(path, args.image_size, args.wait)
-    blob = torch.load(path, map_location="cpu", weights_only=True)
+    how = ensure_checkpoint(path, args.image_size)
+    blob = torch.load(path, map_location="cpu", weights_only=True)  # how it was pretrained, for the report
     state = load_state_dict(path)
     data = load_dataset("animals", image_size=args.image_size, seed=args.data_seed, cache_dir=ROOT / "results" / "cache")
     print(data.summary(), flush=True)

@@ -98,11 +98,11 @@ def finish_approach(space: Space, results: list[tune.Result], finished: bool, tr
     """Close the approach's child runs; give its parent run the best trial and its test-split metrics."""
     statuses = {r.metrics.get("trial_id", ""): ("FAILED" if r.error else "FINISHED") for r in results}
     tracker.close_children(statuses)
-    scored_results = [r for r in results if best_value(r) > float("-inf")]
-    if not finished or not scored_results:
+    reported = [(value, r) for r in results if (value := best_value(r)) > float("-inf")]  # reads each result once
+    if not finished or not reported:
         tracker.end(tracker.parent_id, "KILLED" if not finished else "FAILED")
         return None
-    best = max(scored_results, key=best_value)
+    best = max(reported, key=lambda pair: pair[0])[1]
     outcome = test_best(best, data, bank)
     params = {f"best.{k}": v for k, v in flat_params(best.config).items()}
     client, run = tracker.client, tracker.parent_id

@@ -8,12 +8,15 @@ one Tuner, so that the approaches' trials run side by side.
 
 from __future__ import annotations
 
-import pickle
+import json
 from collections import Counter
+from pathlib import Path
 from typing import Any
 
 from ray.tune.schedulers import FIFOScheduler, TrialScheduler
 from ray.tune.search import Searcher
+
+STATE_FILE = "per-approach-search.json"
 
 
 class PerApproachSearch(Searcher):
@@ -47,13 +50,22 @@ class PerApproachSearch(Searcher):
         if trial_id in self.owner:
             self.searchers[self.owner[trial_id]].on_trial_complete(trial_id, result, error)
 
-    def save(self, checkpoint_path: str) -> None:  # Tuner.restore: the searchers' state (as OptunaSearch does)
-        with open(checkpoint_path, "wb") as f:
-            pickle.dump(self.__dict__.copy(), f)
+    def save_to_dir(self, checkpoint_dir: str, session_str: str = "default") -> None:
+        """Tuner.restore: each approach's searcher saves itself (Ray's own format) beside a JSON of the turn counts.
+        Flat .pkl / .json files: the only ones Ray downloads again on restore."""
+        folder = Path(checkpoint_dir)
+        for approach, searcher in self.searchers.items():
+            searcher.save(str(folder / f"per-approach-{approach}.pkl"))
+        tmp = folder / f"{STATE_FILE}.tmp"
+        tmp.write_text(json.dumps({"suggested": self.suggested, "owner": self.owner}))
+        tmp.replace(folder / STATE_FILE)
 
-    def restore(self, checkpoint_path: str) -> None:  # Ray's own experiment state, written by save() above
-        with open(checkpoint_path, "rb") as f:
-            self.__dict__.update(pickle.load(f))
+    def restore_from_dir(self, checkpoint_dir: str) -> None:
+        folder = Path(checkpoint_dir)
+        for approach, searcher in self.searchers.items():
+            searcher.restore(str(folder / f"per-approach-{approach}.pkl"))
+        state = json.loads((folder / STATE_FILE).read_text())
+        self.suggested, self.owner = Counter(state["suggested"]), state["owner"]
 
 
 class PerApproachScheduler(FIFOScheduler):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from types import SimpleNamespace
 
 from ray.tune.schedulers import ASHAScheduler, TrialScheduler
@@ -24,6 +26,12 @@ class Recording(Searcher):
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
         self.completed.append((trial_id, error))
 
+    def save(self, checkpoint_path: str) -> None:
+        Path(checkpoint_path).write_text(json.dumps(self.completed))
+
+    def restore(self, checkpoint_path: str) -> None:
+        self.completed = [tuple(c) for c in json.loads(Path(checkpoint_path).read_text())]
+
 
 def test_each_approach_gets_its_budget_in_turn_then_the_search_finishes(tmp_path) -> None:
     a, b = Recording("a"), Recording("b")
@@ -35,10 +43,11 @@ def test_each_approach_gets_its_budget_in_turn_then_the_search_finishes(tmp_path
     search.on_trial_complete("t1", {"macro_f1": 0.5})
     search.on_trial_complete("t2", error=True)
     assert b.results == ["t1"] and b.completed == [("t1", False)] and a.completed == [("t2", True)]
-    search.save(str(tmp_path / "state.pkl"))  # Tuner.restore: counts and owners come back
+    search.save_to_dir(str(tmp_path))  # Tuner.restore: counts, owners and each searcher's own state come back
     again = PerApproachSearch({"a": Recording("a"), "b": Recording("b")}, num_samples=2, metric="macro_f1", mode="max")
-    again.restore(str(tmp_path / "state.pkl"))
+    again.restore_from_dir(str(tmp_path))
     assert again.suggest("t5") == Searcher.FINISHED and again.owner["t3"] == "b"
+    assert again.searchers["a"].completed == [("t2", True)]
 
 
 def test_a_searcher_that_has_nothing_yet_takes_no_budget() -> None:
