@@ -17,6 +17,7 @@ from ray.tune.search.optuna import OptunaSearch
 
 from study.data import Dataset
 from study.loop import evaluate
+from study.pruning import KeepBestCheckpoints, rank
 from study.report import write_report
 from study.search import PerApproachScheduler, PerApproachSearch
 from study.spaces import Space
@@ -55,6 +56,7 @@ def make_tuner(plan: "Plan", data: Dataset, bank: dict) -> tune.Tuner:
                                                grace_period=min(b["grace_period"], b["epochs"]),
                                                reduction_factor=b["reduction_factor"])
     callbacks = [MLflowCallback(tracker_settings(plan, s.name), list(data.classes), b["epochs"]) for s in plan.spaces]
+    callbacks.append(KeepBestCheckpoints())
     return tune.Tuner(
         trainable,
         # Locally a finished trial's process serves the next trial instead of importing torch again (seconds a
@@ -98,11 +100,11 @@ def finish_approach(space: Space, results: list[tune.Result], finished: bool, tr
     """Close the approach's child runs; give its parent run the best trial and its test-split metrics."""
     statuses = {r.metrics.get("trial_id", ""): ("FAILED" if r.error else "FINISHED") for r in results}
     tracker.close_children(statuses)
-    reported = [(value, r) for r in results if (value := best_value(r)) > float("-inf")]  # reads each result once
+    reported = [(rank(value, r.metrics["trial_id"]), r) for r in results if (value := best_value(r)) > float("-inf")]
     if not finished or not reported:
         tracker.end(tracker.parent_id, "KILLED" if not finished else "FAILED")
         return None
-    best = max(reported, key=lambda pair: pair[0])[1]
+    best = max(reported, key=lambda pair: pair[0])[1]  # the trial whose checkpoints KeepBestCheckpoints kept
     outcome = test_best(best, data, bank)
     params = {f"best.{k}": v for k, v in flat_params(best.config).items()}
     client, run = tracker.client, tracker.parent_id

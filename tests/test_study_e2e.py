@@ -45,6 +45,9 @@ def test_smoke_study_of_every_approach(tmp_path: Path) -> None:
             assert steps == list(range(1, len(steps) + 1)) and steps
             assert {"lr", "loss", "sampler", "model"} <= set(child.data.params)
             assert {"config.json", "val_confusion_matrix.png", "val_per_class_report.tsv"} <= artifact_paths(c, child.info.run_id)
+    # once trials have ended, only each approach's best trial keeps checkpoints on the storage path
+    holders = {c.parent for c in (tmp_path / "results" / "ray").glob("all-*/all/*/checkpoint_*")}
+    assert len(holders) == len(approaches)
     summary = tmp_path / "results" / "all"
     assert {"summary.md", "summary.csv", "comparison.png"} <= {p.name for p in summary.iterdir()}
     for approach in approaches:

@@ -1,0 +1,68 @@
+"""KeepBestCheckpoints: per approach only the best ended trial keeps its checkpoint directories."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from types import SimpleNamespace
+
+import pyarrow.fs
+
+from study.pruning import KeepBestCheckpoints, delete_checkpoints
+
+
+def trial(root: Path, trial_id: str, approach: str = "focal", epochs: int = 2) -> SimpleNamespace:
+    path = root / trial_id
+    for epoch in range(epochs):
+        (path / f"checkpoint_00000{epoch}").mkdir(parents=True)
+        (path / f"checkpoint_00000{epoch}" / "state.pt").write_bytes(b"x" * 10)
+    (path / "result.json").write_text("{}")
+    storage = SimpleNamespace(storage_filesystem=pyarrow.fs.LocalFileSystem(), trial_fs_path=str(path))
+    return SimpleNamespace(trial_id=trial_id, config={"approach": approach}, storage=storage)
+
+
+def kept(root: Path) -> set[str]:
+    return {p.parent.name for p in root.glob("*/checkpoint_*")}
+
+
+def end(cb: KeepBestCheckpoints, t: SimpleNamespace, *scores: float) -> None:
+    for s in scores:
+        cb.on_trial_result(0, [], t, {"macro_f1": s})
+    cb.on_trial_complete(0, [], t)
+
+
+def test_only_the_best_trial_of_each_approach_keeps_checkpoints(tmp_path: Path) -> None:
+    cb = KeepBestCheckpoints()
+    a, b, c = trial(tmp_path, "a"), trial(tmp_path, "b"), trial(tmp_path, "c")
+    other = trial(tmp_path, "z", approach="baseline")
+    end(cb, a, 0.5, 0.7)
+    assert kept(tmp_path) == {"a", "b", "c", "z"}  # the first to end is the best so far
+    end(cb, b, 0.9, 0.6)  # its best epoch counts, not its last
+    assert kept(tmp_path) == {"b", "c", "z"}
+    end(cb, c, 0.8)
+    end(cb, other, 0.1)  # another approach: compared with its own trials only
+    assert kept(tmp_path) == {"b", "z"}
+    assert (tmp_path / "a" / "result.json").exists()  # only checkpoints go
+
+
+def test_ties_go_to_the_larger_trial_id_as_in_finish_approach(tmp_path: Path) -> None:
+    cb = KeepBestCheckpoints()
+    end(cb, trial(tmp_path, "t2"), 0.8)
+    end(cb, trial(tmp_path, "t1"), 0.8)
+    assert kept(tmp_path) == {"t2"}
+    end(cb, trial(tmp_path, "t3"), 0.8)
+    assert kept(tmp_path) == {"t3"}
+
+
+def test_a_trial_that_never_reported_loses_to_one_that_did(tmp_path: Path) -> None:
+    cb = KeepBestCheckpoints()
+    end(cb, trial(tmp_path, "a"), 0.2)
+    cb.on_trial_error(0, [], trial(tmp_path, "b", epochs=1))
+    assert kept(tmp_path) == {"a"}
+
+
+def test_delete_checkpoints_counts_and_tolerates_a_missing_trial_dir(tmp_path: Path) -> None:
+    t = trial(tmp_path, "a", epochs=3)
+    assert delete_checkpoints(t) == 3
+    assert delete_checkpoints(t) == 0
+    t.storage.trial_fs_path = str(tmp_path / "never-made")
+    assert delete_checkpoints(t) == 0
