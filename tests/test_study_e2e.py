@@ -95,18 +95,23 @@ def test_sigkilled_study_resumes_without_duplicates(tmp_path: Path) -> None:
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     db = tmp_path / "results" / "mlflow.db"
     deadline = time.time() + 300
+    # Kill the driver once a trial has finished and another has checkpointed two epochs: Ray snapshots the
+    # experiment every second trial checkpoint (num_to_keep=2), so the trial under way is in the snapshot.
+    # (Killed earlier, a trial started after the last snapshot is lost; its MLflow run ends KILLED.)
+    query = ("select sum(r.status = 'FINISHED'), sum(r.status = 'RUNNING' and (select count(*) from metrics m "
+             "where m.run_uuid = r.run_uuid and m.key = 'macro_f1') >= 2) from runs r join tags t on r.run_uuid = "
+             "t.run_uuid where t.key = 'role' and t.value = 'child'")
     try:
-        while time.time() < deadline:  # kill the driver once a trial has finished and another is under way
-            time.sleep(1)
+        while time.time() < deadline:
+            time.sleep(0.25)
             if db.exists():
                 with sqlite3.connect(db) as con:
                     try:
-                        done = con.execute("select count(*) from runs r join tags t on r.run_uuid = t.run_uuid "
-                                           "where t.key = 'role' and t.value = 'child' and r.status = 'FINISHED'").fetchone()[0]
+                        finished, under_way = con.execute(query).fetchone()
                     except sqlite3.OperationalError:
-                        done = 0
-                if done >= 1:
-                    time.sleep(4)
+                        finished = under_way = None
+                if (finished or 0) >= 1 and (under_way or 0) >= 1:
+                    time.sleep(0.3)
                     break
         assert proc.poll() is None, "the study ended before it could be killed"
     finally:
@@ -128,3 +133,5 @@ def test_sigkilled_study_resumes_without_duplicates(tmp_path: Path) -> None:
     for r in children:
         steps = [m.step for m in c.get_metric_history(r.info.run_id, "macro_f1")]
         assert len(steps) == len(set(steps)), f"duplicated epochs in {r.data.tags['trial_id']}: {steps}"
+    resumed = [int(r.data.tags["resumed_from_epoch"]) for r in children if "resumed_from_epoch" in r.data.tags]
+    assert resumed and min(resumed) >= 2, "the trial under way restarts from its checkpoint, not from scratch"
