@@ -97,8 +97,10 @@ def train_one_epoch(
         module.eval()  # frozen stages keep their BatchNorm statistics too
     order = torch.randperm(len(labels), generator=generator)
     total, preds = torch.zeros((), device=device), []
-    for start in range(0, len(order), batch_size):
-        idx = order[start : start + batch_size]
+    batches = list(order.split(batch_size))
+    if len(batches) > 1 and len(batches[-1]) == 1:  # BatchNorm cannot train on one sample (1x1 maps at 32 px)
+        batches[-2:] = [torch.cat(batches[-2:])]
+    for idx in batches:
         x = to_input(images[idx.to(images.device)], norm, device)
         if augment_mask is not None:
             flagged = augment_mask[idx]

@@ -154,3 +154,17 @@ def test_pick_device_is_the_cpu_without_gpus(monkeypatch: pytest.MonkeyPatch) ->
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     assert pick_device(0) == torch.device("cpu")  # a trial that asked for no GPU stays on the CPU
     assert pick_device(0.5).type == "cuda"
+
+
+def test_a_last_batch_of_one_joins_the_batch_before() -> None:
+    """17 images in batches of 8: a final batch of 1 would make BatchNorm raise at 32 px (1x1 maps in layer4);
+    it trains with the previous batch instead, and every image is still seen once."""
+    torch.manual_seed(0)
+    model = build_model(2)
+    images, labels = grey_images(17, size=32), torch.arange(17) % 2
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+    result = train_one_epoch(model, images, labels, nn.CrossEntropyLoss(), optimizer, batch_size=8, norm=PAPER_NORM,
+                             generator=torch.Generator().manual_seed(0))
+    assert len(result.y_pred) == 17 and sorted(result.y_true.tolist()) == sorted(labels.tolist())
+    with pytest.raises(ValueError, match="Expected more than 1 value per channel when training"):
+        model(torch.zeros(1, 3, 32, 32))  # what the loop avoids
