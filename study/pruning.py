@@ -8,10 +8,13 @@ best-epoch checkpoint goes on the test split. Without pruning, a 48-trial ``--sp
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import pyarrow.fs
 from ray import tune
+
+log = logging.getLogger(__name__)
 
 
 def rank(best_macro_f1: float, trial_id: str) -> tuple[float, str]:
@@ -54,6 +57,9 @@ class KeepBestCheckpoints(tune.Callback):
         else:
             loser = trial
         if loser is not None:
-            delete_checkpoints(loser)
+            try:
+                delete_checkpoints(loser)
+            except OSError as err:  # a storage hiccup costs disk space, never the study
+                log.warning("could not delete the checkpoints of trial %s: %s", loser.trial_id, err)
 
     on_trial_error = on_trial_complete  # a trial that failed for good may still have the best checkpoint

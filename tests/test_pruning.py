@@ -66,3 +66,18 @@ def test_delete_checkpoints_counts_and_tolerates_a_missing_trial_dir(tmp_path: P
     assert delete_checkpoints(t) == 0
     t.storage.trial_fs_path = str(tmp_path / "never-made")
     assert delete_checkpoints(t) == 0
+
+
+def test_a_failed_deletion_is_a_warning_not_a_crash(tmp_path: Path, caplog) -> None:
+    cb = KeepBestCheckpoints()
+    end(cb, trial(tmp_path, "a"), 0.9)
+    broken = trial(tmp_path, "b")
+
+    def refuse(path: str) -> None:
+        raise OSError(f"permission denied: {path}")
+
+    broken.storage.storage_filesystem = SimpleNamespace(get_file_info=pyarrow.fs.LocalFileSystem().get_file_info,
+                                                        delete_dir=refuse)
+    end(cb, broken, 0.1)
+    assert kept(tmp_path) == {"a", "b"}
+    assert "could not delete the checkpoints of trial b: permission denied" in caplog.text
