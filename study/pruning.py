@@ -35,13 +35,16 @@ def delete_checkpoints(trial: Any) -> int:
 class KeepBestCheckpoints(tune.Callback):
     """When a trial ends, whichever of it and its approach's best so far ranks lower loses its checkpoints.
 
-    After ``--resume`` the trials that ended before the interruption are unknown here, so they keep theirs:
-    the overall best checkpoint is never deleted, only possibly some extra ones kept.
+    The deletion waits for Tune's next experiment snapshot (``get_state`` is called while it is written):
+    a study resumed from an older snapshot would restart the trial from the checkpoints it lost. The
+    ranking is part of the snapshot, so ``--resume`` goes on comparing with the trials ended before.
     """
 
     def __init__(self) -> None:
-        self.scores: dict[str, float] = {}
-        self.best: dict[str, tuple[tuple[float, str], Any]] = {}  # approach -> (rank, trial)
+        self.scores: dict[str, float] = {}  # trial id -> its best validation macro-F1
+        self.best: dict[str, list] = {}  # approach -> [macro-F1, trial id] of its best ended trial
+        self.doomed: list[Any] = []  # trials that lost, not yet ended in a snapshot
+        self.ready: list[Any] = []  # trials that lost, ended in a snapshot: delete
 
     def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
         if "macro_f1" in result:
@@ -51,15 +54,32 @@ class KeepBestCheckpoints(tune.Callback):
         approach = trial.config.get("approach", "")
         mine = rank(self.scores.get(trial.trial_id, float("-inf")), trial.trial_id)
         held = self.best.get(approach)
-        if held is None or mine > held[0]:
-            self.best[approach] = (mine, trial)
-            loser = held[1] if held else None
+        if held is None or mine > tuple(held):
+            self.best[approach] = list(mine)
+            self.doomed += [t for t in trials if held and t.trial_id == held[1]]
         else:
-            loser = trial
-        if loser is not None:
-            try:
-                delete_checkpoints(loser)
-            except OSError as err:  # a storage hiccup costs disk space, never the study
-                log.warning("could not delete the checkpoints of trial %s: %s", loser.trial_id, err)
+            self.doomed.append(trial)
 
     on_trial_error = on_trial_complete  # a trial that failed for good may still have the best checkpoint
+
+    def get_state(self) -> dict[str, Any]:
+        self.ready, self.doomed = self.ready + self.doomed, []  # this snapshot has them ended
+        return {"scores": self.scores, "best": self.best}
+
+    def set_state(self, state: dict[str, Any]) -> None:
+        self.scores, self.best = dict(state["scores"]), dict(state["best"])
+
+    def on_step_begin(self, iteration: int, trials: list, **info: Any) -> None:
+        self._delete("ready")
+
+    def on_experiment_end(self, trials: list, **info: Any) -> None:
+        self._delete("ready")
+        self._delete("doomed")
+
+    def _delete(self, which: str) -> None:
+        for trial in getattr(self, which):
+            try:
+                delete_checkpoints(trial)
+            except OSError as err:  # a storage hiccup costs disk space, never the study
+                log.warning("could not delete the checkpoints of trial %s: %s", trial.trial_id, err)
+        setattr(self, which, [])

@@ -92,14 +92,20 @@ def _storage(path: str) -> str:
 
 
 def _study_id(space: str, storage: str, resume: bool) -> str:
+    """A new id, or with --resume the latest study of the space on the storage (a path, s3://, gs://...)."""
     if not resume:
         return f"{space}-{time.strftime('%Y%m%d-%H%M%S')}"
-    if "://" in storage:
-        raise UsageError("--resume with a URI storage path: pass the local mount of the storage instead")
-    studies = sorted(Path(storage).glob(f"{space}-*"))
+    import pyarrow.fs
+
+    try:
+        fs, root = pyarrow.fs.FileSystem.from_uri(storage) if "://" in storage else (pyarrow.fs.LocalFileSystem(), storage)
+        found = fs.get_file_info(pyarrow.fs.FileSelector(root, allow_not_found=True))
+    except (OSError, ValueError) as err:  # unknown scheme, no credentials, no such bucket
+        raise UsageError(f"--resume: cannot list storage {storage}: {str(err).splitlines()[0]}") from None
+    studies = sorted(f.base_name for f in found if f.type == pyarrow.fs.FileType.Directory and f.base_name.startswith(f"{space}-"))
     if not studies:
         raise UsageError(f"--resume: no earlier '{space}' study under {storage}")
-    return studies[-1].name
+    return studies[-1]
 
 
 def preflight(argv: list[str] | None) -> Plan:

@@ -1,4 +1,5 @@
-"""KeepBestCheckpoints: per approach only the best ended trial keeps its checkpoint directories."""
+"""KeepBestCheckpoints: per approach only the best ended trial keeps its checkpoint directories, deleted once
+Tune's experiment snapshot has the losers ended; the ranking survives --resume."""
 
 from __future__ import annotations
 
@@ -24,14 +25,25 @@ def kept(root: Path) -> set[str]:
     return {p.parent.name for p in root.glob("*/checkpoint_*")}
 
 
-def end(cb: KeepBestCheckpoints, t: SimpleNamespace, *scores: float) -> None:
+def end(cb: KeepBestCheckpoints, t: SimpleNamespace, *scores: float, snapshot: bool = True) -> None:
+    """Trial ``t`` reports ``scores`` and ends; then Tune snapshots the experiment and steps on."""
     for s in scores:
         cb.on_trial_result(0, [], t, {"macro_f1": s})
-    cb.on_trial_complete(0, [], t)
+    cb.trials.append(t)
+    cb.on_trial_complete(0, cb.trials, t)
+    if snapshot:
+        cb.get_state()
+        cb.on_step_begin(0, cb.trials)
+
+
+def callback() -> KeepBestCheckpoints:
+    cb = KeepBestCheckpoints()
+    cb.trials = []  # what Tune passes to every hook: all trials
+    return cb
 
 
 def test_only_the_best_trial_of_each_approach_keeps_checkpoints(tmp_path: Path) -> None:
-    cb = KeepBestCheckpoints()
+    cb = callback()
     a, b, c = trial(tmp_path, "a"), trial(tmp_path, "b"), trial(tmp_path, "c")
     other = trial(tmp_path, "z", approach="baseline")
     end(cb, a, 0.5, 0.7)
@@ -45,7 +57,7 @@ def test_only_the_best_trial_of_each_approach_keeps_checkpoints(tmp_path: Path) 
 
 
 def test_ties_go_to_the_larger_trial_id_as_in_finish_approach(tmp_path: Path) -> None:
-    cb = KeepBestCheckpoints()
+    cb = callback()
     end(cb, trial(tmp_path, "t2"), 0.8)
     end(cb, trial(tmp_path, "t1"), 0.8)
     assert kept(tmp_path) == {"t2"}
@@ -54,9 +66,13 @@ def test_ties_go_to_the_larger_trial_id_as_in_finish_approach(tmp_path: Path) ->
 
 
 def test_a_trial_that_never_reported_loses_to_one_that_did(tmp_path: Path) -> None:
-    cb = KeepBestCheckpoints()
+    cb = callback()
     end(cb, trial(tmp_path, "a"), 0.2)
-    cb.on_trial_error(0, [], trial(tmp_path, "b", epochs=1))
+    b = trial(tmp_path, "b", epochs=1)
+    cb.trials.append(b)
+    cb.on_trial_error(0, cb.trials, b)
+    cb.get_state()
+    cb.on_step_begin(0, cb.trials)
     assert kept(tmp_path) == {"a"}
 
 
@@ -69,7 +85,7 @@ def test_delete_checkpoints_counts_and_tolerates_a_missing_trial_dir(tmp_path: P
 
 
 def test_a_failed_deletion_is_a_warning_not_a_crash(tmp_path: Path, caplog) -> None:
-    cb = KeepBestCheckpoints()
+    cb = callback()
     end(cb, trial(tmp_path, "a"), 0.9)
     broken = trial(tmp_path, "b")
 
@@ -81,3 +97,37 @@ def test_a_failed_deletion_is_a_warning_not_a_crash(tmp_path: Path, caplog) -> N
     end(cb, broken, 0.1)
     assert kept(tmp_path) == {"a", "b"}
     assert "could not delete the checkpoints of trial b: permission denied" in caplog.text
+
+
+def test_nothing_goes_before_a_snapshot_has_the_loser_ended(tmp_path: Path) -> None:
+    """A study resumed from an older snapshot restarts the trial from its checkpoints: they must still be there."""
+    cb = callback()
+    end(cb, trial(tmp_path, "a"), 0.9)
+    end(cb, trial(tmp_path, "b"), 0.5, snapshot=False)
+    cb.on_step_begin(0, cb.trials)
+    assert kept(tmp_path) == {"a", "b"}
+    cb.get_state()
+    assert kept(tmp_path) == {"a", "b"}  # written now; deleted at the next step
+    cb.on_step_begin(0, cb.trials)
+    assert kept(tmp_path) == {"a"}
+
+
+def test_the_experiment_end_deletes_what_is_left(tmp_path: Path) -> None:
+    cb = callback()
+    end(cb, trial(tmp_path, "a"), 0.4)
+    end(cb, trial(tmp_path, "b"), 0.5, snapshot=False)
+    cb.on_experiment_end(cb.trials)
+    assert kept(tmp_path) == {"b"}
+
+
+def test_the_ranking_survives_a_resume(tmp_path: Path) -> None:
+    before, a = callback(), trial(tmp_path, "a")
+    end(before, a, 0.9)
+    state = before.get_state()
+    after = callback()  # --resume: a new callback, its state from the snapshot, the trials restored
+    after.set_state(state)
+    after.trials.append(SimpleNamespace(**vars(a)))
+    end(after, trial(tmp_path, "b"), 0.5)
+    assert kept(tmp_path) == {"a"}  # b lost to a, which ended before the interruption
+    end(after, trial(tmp_path, "c"), 0.95)
+    assert kept(tmp_path) == {"c"}

@@ -1,5 +1,6 @@
 """Whole studies through the CLI, in a subprocess, in a scratch directory: smoke studies of every
-approach, ASHA stopping trials early, and a SIGKILLed driver resumed with --resume."""
+approach, ASHA stopping trials early, and a SIGKILLed driver resumed with --resume, its storage a local
+path or S3 (a moto server on 127.0.0.1)."""
 
 from __future__ import annotations
 
@@ -11,10 +12,12 @@ import sys
 import time
 from pathlib import Path
 
+import pyarrow.fs
+import pytest
 from mlflow.tracking import MlflowClient
 
 from study.spaces import load_spaces
-from studyutil import runs, study
+from studyutil import free_port, runs, study
 
 
 def client(cwd: Path) -> MlflowClient:
@@ -82,7 +85,44 @@ def test_asha_stops_poor_trials_early(tmp_path: Path) -> None:
         assert int(r.data.tags["epochs_run"]) < 6
 
 
-def test_sigkilled_study_resumes_without_duplicates(tmp_path: Path) -> None:
+@pytest.fixture()
+def s3_storage(monkeypatch: pytest.MonkeyPatch) -> str:
+    """An S3 bucket on a moto server at 127.0.0.1; the study's subprocesses find it through AWS_* variables."""
+    import boto3
+
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    for key, value in {"AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test", "AWS_DEFAULT_REGION": "us-east-1",
+                       "AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}"}.items():
+        monkeypatch.setenv(key, value)
+    try:
+        for _ in range(60):
+            try:
+                boto3.client("s3").create_bucket(Bucket="studies")
+                break
+            except Exception:  # not listening yet
+                time.sleep(0.5)
+        else:
+            pytest.fail("the moto S3 server did not start")
+        yield "s3://studies/ray"
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(30)
+
+
+@pytest.fixture(params=["local", "s3"])
+def storage(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    return str(tmp_path / "storage") if request.param == "local" else request.getfixturevalue("s3_storage")
+
+
+def checkpoint_dirs(storage: str) -> list[str]:
+    fs, root = pyarrow.fs.FileSystem.from_uri(storage) if "://" in storage else (pyarrow.fs.LocalFileSystem(), storage)
+    found = fs.get_file_info(pyarrow.fs.FileSelector(root, recursive=True))
+    return [f.path for f in found if f.type == pyarrow.fs.FileType.Directory and f.base_name.startswith("checkpoint_")]
+
+
+def test_sigkilled_study_resumes_without_duplicates(tmp_path: Path, storage: str) -> None:
     spaces = tmp_path / "spaces"
     spaces.mkdir()
     # two approaches side by side in one Tuner: the resumed searcher state holds both searches
@@ -90,7 +130,8 @@ def test_sigkilled_study_resumes_without_duplicates(tmp_path: Path) -> None:
         (spaces / f"{name}.yaml").write_text(ASHA_SPACE.replace("1.0e-7", "1.0e-3").replace("loss: ce", f"loss: {loss}"))
     (spaces / "slow.yaml").write_text("description: two approaches, two trials each\napproaches: [slow_ce, slow_focal]\n"
                                       "defaults: {epochs: 6, num_samples: 2, grace_period: 1, reduction_factor: 2, batch_size: 32}\n")
-    args = ["--space", "slow", "--spaces-dir", str(spaces), "--data", "digits", "--ratio", "0.5", "--max-concurrent", "1"]
+    args = ["--space", "slow", "--spaces-dir", str(spaces), "--data", "digits", "--ratio", "0.5", "--max-concurrent", "1",
+            "--storage-path", storage]
     proc = subprocess.Popen([sys.executable, "-m", "study.tune", *args], cwd=tmp_path, start_new_session=True,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     db = tmp_path / "results" / "mlflow.db"
@@ -135,3 +176,6 @@ def test_sigkilled_study_resumes_without_duplicates(tmp_path: Path) -> None:
         assert len(steps) == len(set(steps)), f"duplicated epochs in {r.data.tags['trial_id']}: {steps}"
     resumed = [int(r.data.tags["resumed_from_epoch"]) for r in children if "resumed_from_epoch" in r.data.tags]
     assert resumed and min(resumed) >= 2, "the trial under way restarts from its checkpoint, not from scratch"
+    # the storage holds the study; of its ended trials only each approach's best kept checkpoints
+    holders = {path.rsplit("/", 2)[-2] for path in checkpoint_dirs(storage)}
+    assert len(holders) == 2 and not (tmp_path / "results" / "ray").exists()

@@ -65,6 +65,12 @@ def test_resume_without_an_earlier_study(capsys, workdir) -> None:
     assert "--resume: no earlier 'focal' study under" in err
 
 
+def test_resume_on_storage_that_cannot_be_listed(capsys, workdir) -> None:
+    err = run_bad(["--space", "focal", "--resume", "--storage-path", "nosuchfs://bucket/ray"], capsys, workdir)
+    assert err.startswith("error: --resume: cannot list storage nosuchfs://bucket/ray: ")
+    assert len(err.strip().splitlines()) == 1
+
+
 def test_smote_with_too_few_minority_samples_fails_before_ray(capsys, workdir, monkeypatch) -> None:
     called = []
     monkeypatch.setattr("study.runner.run_study", lambda *a: called.append(a) or 0)
