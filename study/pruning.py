@@ -8,7 +8,9 @@ best-epoch checkpoint goes on the test split. Without pruning, a 48-trial ``--sp
 
 from __future__ import annotations
 
+import json
 import logging
+import time
 from typing import Any
 
 import pyarrow.fs
@@ -32,19 +34,32 @@ def delete_checkpoints(trial: Any) -> int:
     return len(dirs)
 
 
+def stored_trials(fs: pyarrow.fs.FileSystem, experiment: str) -> list[tuple[dict, dict]]:
+    """(trial state, run metadata) of every trial in the newest experiment snapshot on the storage: what
+    ``--resume`` would restore. Ray 2.60's experiment_state-<time>.json; [] before the first one."""
+    found = fs.get_file_info(pyarrow.fs.FileSelector(experiment, allow_not_found=True))
+    snapshots = sorted(f.path for f in found if f.base_name.startswith("experiment_state-") and f.base_name.endswith(".json"))
+    if not snapshots:
+        return []
+    with fs.open_input_stream(snapshots[-1]) as f:
+        state = json.loads(f.read())
+    return [(json.loads(trial), json.loads(metadata)) for trial, metadata in state["trial_data"]]
+
+
 class KeepBestCheckpoints(tune.Callback):
     """When a trial ends, whichever of it and its approach's best so far ranks lower loses its checkpoints.
 
-    The deletion waits for Tune's next experiment snapshot (``get_state`` is called while it is written):
-    a study resumed from an older snapshot would restart the trial from the checkpoints it lost. The
-    ranking is part of the snapshot, so ``--resume`` goes on comparing with the trials ended before.
+    A loser's checkpoints go only once the experiment snapshot on the storage records it TERMINATED:
+    ``--resume`` from an older snapshot would restart it from them. Trials that failed for good keep
+    theirs (``--resume`` retries them). The ranking is saved with each snapshot, so a resumed study goes
+    on comparing with the trials that ended before the interruption.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, check_every_s: float = 5.0) -> None:
         self.scores: dict[str, float] = {}  # trial id -> its best validation macro-F1
         self.best: dict[str, list] = {}  # approach -> [macro-F1, trial id] of its best ended trial
-        self.doomed: list[Any] = []  # trials that lost, not yet ended in a snapshot
-        self.ready: list[Any] = []  # trials that lost, ended in a snapshot: delete
+        self.losers: set[str] = set()  # ended trials that lost; their checkpoints are still there
+        self.check_every_s, self.checked = check_every_s, float("-inf")
 
     def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
         if "macro_f1" in result:
@@ -54,32 +69,48 @@ class KeepBestCheckpoints(tune.Callback):
         approach = trial.config.get("approach", "")
         mine = rank(self.scores.get(trial.trial_id, float("-inf")), trial.trial_id)
         held = self.best.get(approach)
-        if held is None or mine > tuple(held):
+        if held is not None and held[1] == trial.trial_id:  # the best ended again (a resumed study): it stays
+            self.best[approach] = list(max(mine, tuple(held)))
+        elif held is None or mine > tuple(held):
             self.best[approach] = list(mine)
-            self.doomed += [t for t in trials if held and t.trial_id == held[1]]
+            self.losers.discard(trial.trial_id)
+            if held is not None:
+                self.losers.add(held[1])
         else:
-            self.doomed.append(trial)
+            self.losers.add(trial.trial_id)
 
-    on_trial_error = on_trial_complete  # a trial that failed for good may still have the best checkpoint
+    on_trial_error = on_trial_complete  # ranked like the others; _prune never deletes an ERROR trial's checkpoints
 
     def get_state(self) -> dict[str, Any]:
-        self.ready, self.doomed = self.ready + self.doomed, []  # this snapshot has them ended
-        return {"scores": self.scores, "best": self.best}
+        return {"scores": self.scores, "best": self.best, "losers": sorted(self.losers)}
 
     def set_state(self, state: dict[str, Any]) -> None:
-        self.scores, self.best = dict(state["scores"]), dict(state["best"])
+        self.scores, self.best, self.losers = dict(state["scores"]), dict(state["best"]), set(state["losers"])
 
     def on_step_begin(self, iteration: int, trials: list, **info: Any) -> None:
-        self._delete("ready")
+        if self.losers and time.monotonic() - self.checked >= self.check_every_s:
+            self._prune(trials)
 
     def on_experiment_end(self, trials: list, **info: Any) -> None:
-        self._delete("ready")
-        self._delete("doomed")
+        if self.losers:
+            self._prune(trials)  # a finished study has written its last snapshot by now
 
-    def _delete(self, which: str) -> None:
-        for trial in getattr(self, which):
-            try:
-                delete_checkpoints(trial)
-            except OSError as err:  # a storage hiccup costs disk space, never the study
-                log.warning("could not delete the checkpoints of trial %s: %s", trial.trial_id, err)
-        setattr(self, which, [])
+    def _prune(self, trials: list) -> None:
+        self.checked = time.monotonic()
+        ended = [t for t in trials if t.trial_id in self.losers and t.status == "TERMINATED"]
+        if not ended:
+            return
+        try:
+            stored = {s["trial_id"] for s, _ in stored_trials(ended[0].storage.storage_filesystem,
+                                                             ended[0].storage.experiment_fs_path)
+                      if s["status"] == "TERMINATED"}
+        except (OSError, ValueError, KeyError) as err:  # not synced yet, or mid-write: try again later
+            log.debug("experiment snapshot not readable yet: %s", err)
+            return
+        for trial in ended:
+            if trial.trial_id in stored:
+                try:
+                    delete_checkpoints(trial)
+                except OSError as err:  # a storage hiccup costs disk space, never the study
+                    log.warning("could not delete the checkpoints of trial %s: %s", trial.trial_id, err)
+                self.losers.discard(trial.trial_id)

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import pyarrow.fs
 import torch
 from optuna.samplers import TPESampler
 from ray import tune
@@ -90,6 +91,12 @@ def test_best(best: tune.Result, data: Dataset, bank: dict) -> dict[str, Any]:
             "test": scored(result, data.classes, parts.costs)}
 
 
+def has_best_checkpoint(result: tune.Result) -> bool:
+    """Whether the trial's best checkpoint is still on the storage (KeepBestCheckpoints deletes losers')."""
+    checkpoint = result.get_best_checkpoint("macro_f1", "max") if result.best_checkpoints else None
+    return checkpoint is not None and checkpoint.filesystem.get_file_info(checkpoint.path).type != pyarrow.fs.FileType.NotFound
+
+
 def best_value(result: tune.Result) -> float:
     frame = result.metrics_dataframe
     return float(frame["macro_f1"].max()) if frame is not None and "macro_f1" in frame else float("-inf")
@@ -100,11 +107,12 @@ def finish_approach(space: Space, results: list[tune.Result], finished: bool, tr
     """Close the approach's child runs; give its parent run the best trial and its test-split metrics."""
     statuses = {r.metrics.get("trial_id", ""): ("FAILED" if r.error else "FINISHED") for r in results}
     tracker.close_children(statuses)
-    reported = [(rank(value, r.metrics["trial_id"]), r) for r in results if (value := best_value(r)) > float("-inf")]
+    reported = [(rank(value, r.metrics["trial_id"]), r) for r in results
+                if (value := best_value(r)) > float("-inf") and has_best_checkpoint(r)]
     if not finished or not reported:
         tracker.end(tracker.parent_id, "KILLED" if not finished else "FAILED")
         return None
-    best = max(reported, key=lambda pair: pair[0])[1]  # the trial whose checkpoints KeepBestCheckpoints kept
+    best = max(reported, key=lambda pair: pair[0])[1]  # by the rank KeepBestCheckpoints keeps checkpoints by
     outcome = test_best(best, data, bank)
     params = {f"best.{k}": v for k, v in flat_params(best.config).items()}
     client, run = tracker.client, tracker.parent_id

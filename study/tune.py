@@ -10,6 +10,7 @@ trial's best-epoch checkpoint on the held-out test split, and writes results/<sp
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 import time
 from dataclasses import dataclass, field
@@ -102,7 +103,8 @@ def _study_id(space: str, storage: str, resume: bool) -> str:
         found = fs.get_file_info(pyarrow.fs.FileSelector(root, allow_not_found=True))
     except (OSError, ValueError) as err:  # unknown scheme, no credentials, no such bucket
         raise UsageError(f"--resume: cannot list storage {storage}: {str(err).splitlines()[0]}") from None
-    studies = sorted(f.base_name for f in found if f.type == pyarrow.fs.FileType.Directory and f.base_name.startswith(f"{space}-"))
+    ours = re.compile(rf"{re.escape(space)}-\d{{8}}-\d{{6}}")  # not another space's "<space>-x-<time>"
+    studies = sorted(f.base_name for f in found if f.type == pyarrow.fs.FileType.Directory and ours.fullmatch(f.base_name))
     if not studies:
         raise UsageError(f"--resume: no earlier '{space}' study under {storage}")
     return studies[-1]
