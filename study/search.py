@@ -9,6 +9,7 @@ one Tuner, so that the approaches' trials run side by side.
 from __future__ import annotations
 
 import json
+import logging
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,7 @@ from ray.tune.schedulers import FIFOScheduler, TrialScheduler
 from ray.tune.search import Searcher
 
 STATE_FILE = "per-approach-search.json"
+log = logging.getLogger(__name__)
 
 
 class PerApproachSearch(Searcher):
@@ -43,12 +45,22 @@ class PerApproachSearch(Searcher):
         return config
 
     def on_trial_result(self, trial_id: str, result: dict) -> None:
-        if trial_id in self.owner:
-            self.searchers[self.owner[trial_id]].on_trial_result(trial_id, result)
+        self._tell(trial_id, "on_trial_result", result)
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
-        if trial_id in self.owner:
-            self.searchers[self.owner[trial_id]].on_trial_complete(trial_id, result, error)
+        self._tell(trial_id, "on_trial_complete", result, error)
+
+    def _tell(self, trial_id: str, event: str, *args: Any) -> None:
+        if trial_id not in self.owner:
+            return
+        try:
+            getattr(self.searchers[self.owner[trial_id]], event)(trial_id, *args)
+        except KeyError:
+            # After --resume the searcher's file can be older than Ray's experiment state: Ray uploads the
+            # snapshot's files one by one, and a driver killed in between leaves a mix. That searcher never
+            # proposed the trial, so it learns nothing from it; the study goes on.
+            log.warning("the %s search has no trial %s (restored from an older save): its result is not used",
+                        self.owner[trial_id], trial_id)
 
     def save_to_dir(self, checkpoint_dir: str, session_str: str = "default") -> None:
         """Tuner.restore: each approach's searcher saves itself (Ray's own format) beside a JSON of the turn counts.

@@ -77,3 +77,35 @@ def test_each_approach_has_its_own_asha() -> None:
     assert scheduler.on_trial_result(None, trials["weak1"], result(0.4)) == TrialScheduler.CONTINUE  # first of its rung
     assert scheduler.on_trial_result(None, trials["strong2"], result(0.5)) == TrialScheduler.STOP  # below strong1
     assert scheduler.on_trial_result(None, trials["weak2"], result(0.45)) == TrialScheduler.CONTINUE  # above weak1
+
+
+def lr_space(trial) -> dict:
+    return {"lr": trial.suggest_float("lr", 1e-4, 1e-2, log=True)}
+
+
+def test_a_trial_the_restored_searcher_never_proposed_is_skipped_with_a_warning(tmp_path, caplog) -> None:
+    """--resume on S3 once restored Optuna's file from before a trial Ray's experiment state had: the study
+    crashed on KeyError. Now that trial's results only miss the search."""
+    from optuna.samplers import TPESampler
+    from ray.tune.search.optuna import OptunaSearch
+
+    def optuna() -> OptunaSearch:
+        return OptunaSearch(lr_space, metric="macro_f1", mode="max", sampler=TPESampler(seed=0))
+
+    before = PerApproachSearch({"a": optuna()}, num_samples=3, metric="macro_f1", mode="max")
+    before.suggest("t0")
+    before.searchers["a"].save(str(tmp_path / "older.pkl"))  # the searcher's file, uploaded before t1 existed
+    before.suggest("t1")
+    before.save_to_dir(str(tmp_path))
+    (tmp_path / "older.pkl").replace(tmp_path / "per-approach-a.pkl")
+    after = PerApproachSearch({"a": optuna()}, num_samples=3, metric="macro_f1", mode="max")
+    after.restore_from_dir(str(tmp_path))
+    assert after.owner == {"t0": "a", "t1": "a"}
+    result = lambda f1: {"macro_f1": f1, "training_iteration": 1}  # noqa: E731
+    after.on_trial_result("t0", result(0.7))  # the trial it knows still counts
+    assert not caplog.text
+    after.on_trial_result("t1", result(0.5))
+    after.on_trial_complete("t1", result(0.5))
+    assert caplog.text.count("the a search has no trial t1 (restored from an older save)") == 2
+    after.on_trial_complete("t0", result(0.7))
+    assert [t.value for t in after.searchers["a"]._ot_study.trials if t.value is not None] == [0.7]
