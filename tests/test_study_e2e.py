@@ -161,6 +161,7 @@ def test_sigkilled_study_resumes_without_duplicates(tmp_path: Path, storage: str
             ended = any(t["status"] == "TERMINATED" for t, _ in stored)
             if ended and any(t["status"] == "RUNNING" and m.get("last_result", {}).get("training_iteration", 0) >= 2
                              for t, m in stored):
+                time.sleep(0.5)  # not in the middle of that snapshot's upload, file by file (README: --resume)
                 break
         assert proc.poll() is None, "the study ended before it could be killed"
     finally:
