@@ -56,18 +56,14 @@ class KeepBestCheckpoints(tune.Callback):
     """
 
     def __init__(self, check_every_s: float = 5.0) -> None:
-        self.scores: dict[str, float] = {}  # trial id -> its best validation macro-F1
         self.best: dict[str, list] = {}  # approach -> [macro-F1, trial id] of its best ended trial
         self.losers: set[str] = set()  # ended trials that lost; their checkpoints are still there
         self.check_every_s, self.checked = check_every_s, float("-inf")
 
-    def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
-        if "macro_f1" in result:
-            self.scores[trial.trial_id] = max(self.scores.get(trial.trial_id, float("-inf")), float(result["macro_f1"]))
-
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         approach = trial.config.get("approach", "")
-        mine = rank(self.scores.get(trial.trial_id, float("-inf")), trial.trial_id)
+        best_f1 = trial.metric_analysis.get("macro_f1", {}).get("max", float("-inf"))  # Ray's running max, resumed too
+        mine = rank(float(best_f1), trial.trial_id)
         held = self.best.get(approach)
         if held is not None and held[1] == trial.trial_id:  # the best ended again (a resumed study): it stays
             self.best[approach] = list(max(mine, tuple(held)))
@@ -82,10 +78,10 @@ class KeepBestCheckpoints(tune.Callback):
     on_trial_error = on_trial_complete  # ranked like the others; _prune never deletes an ERROR trial's checkpoints
 
     def get_state(self) -> dict[str, Any]:
-        return {"scores": self.scores, "best": self.best, "losers": sorted(self.losers)}
+        return {"best": self.best, "losers": sorted(self.losers)}
 
     def set_state(self, state: dict[str, Any]) -> None:
-        self.scores, self.best, self.losers = dict(state["scores"]), dict(state["best"]), set(state["losers"])
+        self.best, self.losers = dict(state["best"]), set(state["losers"])
 
     def on_step_begin(self, iteration: int, trials: list, **info: Any) -> None:
         if self.losers and time.monotonic() - self.checked >= self.check_every_s:

@@ -107,12 +107,12 @@ def finish_approach(space: Space, results: list[tune.Result], finished: bool, tr
     """Close the approach's child runs; give its parent run the best trial and its test-split metrics."""
     statuses = {r.metrics.get("trial_id", ""): ("FAILED" if r.error else "FINISHED") for r in results}
     tracker.close_children(statuses)
-    reported = [(rank(value, r.metrics["trial_id"]), r) for r in results
-                if (value := best_value(r)) > float("-inf") and has_best_checkpoint(r)]
-    if not finished or not reported:
+    reported = sorted(((rank(value, r.metrics["trial_id"]), r) for r in results if (value := best_value(r)) > float("-inf")),
+                      key=lambda pair: pair[0], reverse=True)  # by the rank KeepBestCheckpoints keeps checkpoints by
+    best = next((r for _, r in reported if has_best_checkpoint(r)), None)
+    if not finished or best is None:
         tracker.end(tracker.parent_id, "KILLED" if not finished else "FAILED")
         return None
-    best = max(reported, key=lambda pair: pair[0])[1]  # by the rank KeepBestCheckpoints keeps checkpoints by
     outcome = test_best(best, data, bank)
     params = {f"best.{k}": v for k, v in flat_params(best.config).items()}
     client, run = tracker.client, tracker.parent_id
