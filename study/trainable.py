@@ -1,8 +1,13 @@
-"""The Ray Tune function trainable: build sampler, model and loss from the config, run the shared loop."""
+"""The Ray Tune function trainable: build sampler, model and loss from the config, run the shared loop.
+
+Seeds: the study's ``--seed`` fixes the data split and the search; each trial trains with its own
+``trial_seed`` (weight initialisation, resampling draws, batch order, augmentation), which the
+searcher derives from the study seed, the approach and the trial's turn, and a confirmation run
+takes from its confirmation seed.
+"""
 
 from __future__ import annotations
 
-import logging
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,15 +18,17 @@ import ray
 import torch
 from ray import tune
 
-from study.data import Dataset
 from study.costs import binary_cost_matrix, expected_cost, min_cost_decision, random_cost_matrix, rescaled_class_weights
+from study.data import Dataset
 from study.loop import EpochResult, evaluate, pick_device, prepare_model, train_one_epoch
-from study.losses import build_loss
-from study.models import build_model, normalisation
+from study.losses import build_loss, start_epoch
+from study.models import build_model
+from study.names import LOSS_OPTIONS, SAMPLER_OPTIONS, VAL_MACRO_F1
 from study.sampling import Resampled, resample
 
 CHECKPOINT_FILE = "state.pt"
 ON_GPU_BYTES = 2**30  # a decoded training set smaller than this lives on the trial's GPU
+EVAL_BATCH = 256
 
 
 @dataclass
@@ -30,78 +37,109 @@ class Parts:
     model: torch.nn.Module
     loss: torch.nn.Module
     optimizer: torch.optim.Optimizer
-    norm: tuple
     device: torch.device
-    costs: np.ndarray | None  # misclassification costs: rescaled training weights, min-cost decisions
+    decide: np.ndarray | None  # cost matrix for minimum-expected-cost decisions; None: argmax
 
 
-def cost_matrix(config: dict[str, Any], counts: list[int]) -> np.ndarray | None:
-    """Two classes: the minority's FN:FP cost ratio; more: the paper's generator (consistent, seeded)."""
+def cost_matrix(config: dict[str, Any], counts: list[int], minority: int) -> np.ndarray | None:
+    """The trial's training cost matrix. Two classes: the minority's FN:FP cost ratio; more: the
+    paper's generator (consistent, seeded by the study seed so every trial of a ratio sees the same)."""
     if config["cost_ratio"] is None:
         return None
-    small = int(np.argmin(counts))
     if len(counts) == 2:
-        return binary_cost_matrix(config["cost_ratio"], positive=small)
+        return binary_cost_matrix(config["cost_ratio"], positive=minority)
     return random_cost_matrix(counts, np.random.default_rng(config["seed"]), kind="consistent", n=config["cost_ratio"])
 
 
-def scored(result: EpochResult, classes: tuple[str, ...], costs: np.ndarray | None) -> dict[str, Any]:
-    """Metrics of an evaluation; with costs, decisions are the minimum-expected-cost class."""
+def decide(result: EpochResult, costs: np.ndarray | None) -> EpochResult:
+    """Argmax decisions, or with a cost matrix the minimum-expected-cost class."""
     if costs is None:
-        return result.metrics(classes)
-    decided = EpochResult(result.loss, result.y_true, torch.from_numpy(min_cost_decision(result.probs.numpy(), costs)))
-    return {**decided.metrics(classes), "expected_cost": expected_cost(decided.y_true.numpy(), decided.y_pred.numpy(), costs)}
+        return result
+    return EpochResult(result.loss, result.y_true, torch.from_numpy(min_cost_decision(result.probs.numpy(), costs)),
+                       result.probs)
+
+
+def scored(result: EpochResult, data: Dataset, eval_costs: np.ndarray) -> dict[str, Any]:
+    """Every metric of a decided evaluation, with its expected cost under the study's evaluation matrix."""
+    out = result.metrics(data.classes, data.minority)
+    out["expected_cost"] = expected_cost(result.y_true.numpy(), result.y_pred.numpy(), eval_costs)
+    return out
 
 
 def build_parts(config: dict[str, Any], data: Dataset, weights: dict[str, dict] | None = None) -> Parts:
     """Everything an approach chooses: a sampler (train split only), a model, a loss, the optimizer."""
-    torch.manual_seed(config["seed"])
-    train = resample(data.train, config["sampler"], config["ratio"], config["seed"], k_neighbors=config["k_neighbors"])
+    seed = config["trial_seed"]
+    torch.manual_seed(seed)
+    options = {k: config[k] for k in SAMPLER_OPTIONS.get(config["sampler"], ())}
+    train = resample(data.train, config["sampler"], config["ratio"], seed, **options)
     counts = torch.bincount(train.labels, minlength=data.num_classes).tolist()
-    costs = cost_matrix(config, data.train.counts(data.num_classes))
-    class_weights = None if costs is None else rescaled_class_weights(costs, counts).tolist()
+    costs = cost_matrix(config, data.train.counts(data.num_classes), data.minority)
+    use = config["cost_use"] if costs is not None else None
     device = pick_device(config.get("gpus", 0))
     if device.type == "cuda" and train.images.nbytes < ON_GPU_BYTES:
         train = Resampled(train.images.to(device), train.labels.to(device), train.augment.to(device))
-    state = (weights or {}).get(config["weights"])
-    model = prepare_model(build_model(data.num_classes, config["model"], config["weights"], config["freeze"], state), device)
-    loss = build_loss(config["loss"], counts, gamma=config["gamma"], alpha=config["alpha"],
-                      weight_ratio=config["weight_ratio"], class_weights=class_weights)
+    state = (weights or {}).get(f"{config['weights']}@{config['backbone']}")
+    net = build_model(data.num_classes, config["model"], config["weights"], config["freeze"], state,
+                      backbone=config["backbone"])
+    model = prepare_model(net, device)
+    options = {k: config[k] for k in LOSS_OPTIONS[config["loss"]]}
+    if use in ("weights", "both"):  # the third seed's rescaling: class weights from the cost matrix
+        options["class_weights"] = rescaled_class_weights(costs, counts).tolist()
+    loss = build_loss(config["loss"], counts, data.minority, **options)
     trainable = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.Adam(trainable, lr=config["lr"], weight_decay=config["weight_decay"])
-    return Parts(train, model, loss.to(device), optimizer, normalisation(config["weights"]), device, costs)
+    return Parts(train, model, loss.to(device), optimizer, device, costs if use in ("threshold", "both") else None)
 
 
 def epoch_metrics(train: dict, val: dict) -> dict[str, Any]:
-    """Validation macro-F1 first (what ASHA and Optuna read), then every other metric."""
-    out = {"macro_f1": val["macro_f1"]}
-    out.update({f"val_{k}": v for k, v in val.items() if k != "macro_f1"})
+    """``val_<m>`` and ``train_<m>`` for every metric (confusion matrices stay validation-only)."""
+    out = {f"val_{k}": v for k, v in val.items()}
     out.update({f"train_{k}": v for k, v in train.items() if k != "confusion"})
     return out
 
 
-def train_trial(config: dict[str, Any], data: Dataset, weights: dict[str, dict] | None = None) -> None:
-    """Report every epoch with a checkpoint; resume from the latest checkpoint after a failure."""
-    logging.getLogger("ray.train._internal.storage").setLevel(logging.WARNING)  # a "Checkpoint created" line per epoch
+def test_figures(p: Parts, data: Dataset, eval_costs: np.ndarray) -> dict[str, Any]:
+    """The held-out test split, scored like validation, with the predictions for paired tests."""
+    result = decide(evaluate(p.model, data.test.images, data.test.labels, p.loss, batch_size=EVAL_BATCH, device=p.device),
+                    p.decide)
+    figures = {f"test_{k}": v for k, v in scored(result, data, eval_costs).items()}
+    figures["test_y_true"], figures["test_y_pred"] = result.y_true.tolist(), result.y_pred.tolist()
+    return figures
+
+
+def train_trial(config: dict[str, Any], data: dict[int, Dataset], eval_costs: np.ndarray,
+                weights: dict[str, dict] | None = None) -> None:
+    """Report every epoch with a checkpoint; resume from the latest checkpoint after a failure.
+
+    ``data`` maps a split seed to its data set (one entry unless confirmation runs redraw the split).
+    A confirmation run (``phase: confirm``) also scores the test split whenever validation macro-F1
+    improves, and reports those figures, taken at its validation-selected epoch, with its last epoch.
+    """
     torch.set_num_threads(max(1, int(config.get("cpus", 1))))
-    p = build_parts(config, data, weights)
-    generator, start = torch.Generator().manual_seed(config["seed"]), 0
+    ds = data[config["split_seed"]]
+    p = build_parts(config, ds, weights)
+    confirm = config.get("phase") == "confirm"
+    generator, start, best = torch.Generator().manual_seed(config["trial_seed"]), 0, {VAL_MACRO_F1: float("-inf")}
     if (checkpoint := tune.get_checkpoint()) is not None:
         with checkpoint.as_directory() as d:
             state = torch.load(Path(d) / CHECKPOINT_FILE, map_location=p.device, weights_only=True)
         p.model.load_state_dict(state["model"])
         p.optimizer.load_state_dict(state["optimizer"])
         generator.set_state(state["generator"])
-        start = state["epoch"]
+        start, best = state["epoch"], state["best"]
     node = ray.get_runtime_context().get_node_id()
-    val_x, val_y = data.val.images.to(p.device), data.val.labels.to(p.device)
+    val_x, val_y = ds.val.images.to(p.device), ds.val.labels.to(p.device)
     for epoch in range(start + 1, config["epochs"] + 1):
+        start_epoch(p.loss, epoch)
         tr = train_one_epoch(p.model, p.train.images, p.train.labels, p.loss, p.optimizer, batch_size=config["batch_size"],
-                             norm=p.norm, generator=generator, augment_mask=p.train.augment, device=p.device)
-        va = evaluate(p.model, val_x, val_y, p.loss, batch_size=256, norm=p.norm, device=p.device)
+                             generator=generator, augment_mask=p.train.augment, device=p.device)
+        va = decide(evaluate(p.model, val_x, val_y, p.loss, batch_size=EVAL_BATCH, device=p.device), p.decide)
+        metrics = epoch_metrics(tr.metrics(ds.classes, ds.minority), scored(va, ds, eval_costs))
+        if confirm and metrics[VAL_MACRO_F1] > best[VAL_MACRO_F1]:
+            best = {VAL_MACRO_F1: metrics[VAL_MACRO_F1], "selected_epoch": epoch, **test_figures(p, ds, eval_costs)}
         state = {"model": p.model.state_dict(), "optimizer": p.optimizer.state_dict(),
-                 "generator": generator.get_state(), "epoch": epoch}
+                 "generator": generator.get_state(), "epoch": epoch, "best": best}
+        final = {k: v for k, v in best.items() if k != VAL_MACRO_F1} if confirm and epoch == config["epochs"] else {}
         with tempfile.TemporaryDirectory() as d:
             torch.save(state, Path(d) / CHECKPOINT_FILE)
-            metrics = epoch_metrics(tr.metrics(data.classes), scored(va, data.classes, p.costs))
-            tune.report({**metrics, "node_id": node, "resumed_from": start}, checkpoint=tune.Checkpoint.from_directory(d))
+            tune.report({**metrics, **final, "node_id": node, "resumed_from": start}, checkpoint=tune.Checkpoint.from_directory(d))

@@ -1,0 +1,555 @@
+"""Ray Tune behind one door: every use of Ray's APIs and internals by the study lives here.
+
+- ``search`` runs every approach of a study in one Tuner, each with its own Optuna search and its
+  own ASHA (side by side: one ASHA across approaches would kill slow starters; one Tuner per
+  approach leaves slots idle at each approach's end).
+- ``confirm`` retrains given configurations for the full budget, no early stopping.
+- Tune callbacks: MLflow child runs (through ``study.tracking``), checkpoint pruning, a status line.
+
+What leaves this module is plain data (:class:`Outcome`), never a Ray object; the parts that lean on
+Ray internals (the experiment snapshot's format, ``trial.storage``, the Searcher base class) are
+tested against a real Tuner in tests/test_engine.py, so a Ray upgrade fails there first.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+import zlib
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import pyarrow.fs
+import torch
+from ray import tune
+from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, TrialScheduler
+from ray.tune.search import Searcher
+
+from study.names import VAL_MACRO_F1
+from study.tracking import Tracker, numeric_metrics
+
+STATE_FILE = "per-approach-search.json"
+MAX_FAILURES = 3  # a trial restarts from its last checkpoint up to this many times
+log = logging.getLogger(__name__)
+
+
+# ---------------------------------------------------------------- Ray itself
+
+
+def init_ray(address: str | None) -> None:
+    import ray
+
+    # A fresh local instance unless told to join one: a plain ray.init() would attach to whatever
+    # /tmp/ray/ray_current_cluster names, and hang for ever when that cluster is dead.
+    ray.init(address=address or "local", dashboard_host="127.0.0.1", include_dashboard=False if not address else None,
+             logging_level="WARNING", runtime_env={"worker_process_setup_hook": "study.engine.quiet_worker"})
+
+
+def quiet_worker() -> None:
+    """Runs in every Ray worker: Ray's storage module logs "Checkpoint successfully created" per epoch at INFO
+    (the logger's name is Ray 2.60's)."""
+    logging.getLogger("ray.train._internal.storage").setLevel(logging.WARNING)
+
+
+def shutdown_ray() -> None:
+    import ray
+
+    ray.shutdown()
+
+
+class ClusterError(RuntimeError):
+    """A setting that cannot work on this Ray cluster: a clear one-line message."""
+
+
+def storage_seen_by(storage: str, node_ids: list[str]) -> dict[str, bool]:
+    """Which nodes see a marker file the driver writes into ``storage`` (one Ray task per node)."""
+    import ray
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    marker = Path(storage) / f".shared-storage-check-{os.getpid()}"
+    marker.parent.mkdir(parents=True, exist_ok=True)
+    marker.write_text("written by the study driver\n")
+    try:
+        probe = ray.remote(num_cpus=0)(os.path.exists)
+        refs = [probe.options(scheduling_strategy=NodeAffinitySchedulingStrategy(n, soft=False)).remote(str(marker))
+                for n in node_ids]
+        return dict(zip(node_ids, ray.get(refs, timeout=120)))
+    finally:
+        marker.unlink()
+
+
+def check_cluster(gpus_per_trial: float, cpus_per_trial: float, tracking_uri: str, storage: str) -> None:
+    """Guard rails checked once Ray is up, before any trial starts."""
+    import ray
+
+    nodes = [n for n in ray.nodes() if n["Alive"]]
+    total = ray.cluster_resources()
+    if gpus_per_trial > 0 and total.get("GPU", 0) < gpus_per_trial:
+        raise ClusterError(f"--gpus-per-trial {gpus_per_trial} asked for, but the Ray cluster has {total.get('GPU', 0)} GPUs")
+    if max((n["Resources"].get("CPU", 0) for n in nodes), default=0) < cpus_per_trial:
+        raise ClusterError(f"--cpus-per-trial {cpus_per_trial} asked for, but no node of the Ray cluster has that many CPUs")
+    if len(nodes) < 2:
+        return
+    if tracking_uri.startswith("sqlite:"):
+        raise ClusterError(f"a {len(nodes)}-node cluster with tracking URI {tracking_uri}: start an MLflow tracking "
+                           "server on the head node and pass --tracking-uri http://<head-private-ip>:5000")
+    if "://" not in storage:
+        blind = [n[:8] for n, seen in storage_seen_by(storage, [n["NodeID"] for n in nodes]).items() if not seen]
+        if blind:
+            raise ClusterError(f"storage path {storage} is local to the driver (nodes {', '.join(blind)} cannot see it); "
+                               "a multi-node study needs shared storage: --storage-path s3://bucket/path or an NFS mount")
+
+
+# ---------------------------------------------------------------- searching every approach side by side
+
+
+def trial_seed(seed: int, approach: str, turn: int | str) -> int:
+    """A trial's own seed: different for every trial of a study, the same when the study is rerun."""
+    return zlib.crc32(f"{seed}/{approach}/{turn}".encode()) & 0x7FFFFFFF
+
+
+class PerApproachSearch(Searcher):
+    """Proposes each approach's trials from its own searcher, in turn, ``num_samples`` each, and gives
+    every trial its own ``trial_seed``."""
+
+    def __init__(self, searchers: dict[str, Searcher], num_samples: int, metric: str, mode: str, seed: int = 0) -> None:
+        super().__init__(metric=metric, mode=mode)
+        self.searchers, self.num_samples, self.seed = searchers, num_samples, seed
+        self.suggested: Counter[str] = Counter()
+        self.owner: dict[str, str] = {}  # trial id -> approach
+
+    def set_search_properties(self, metric: str | None, mode: str | None, config: dict, **spec: Any) -> bool:
+        return all(s.set_search_properties(metric, mode, config, **spec) for s in self.searchers.values())
+
+    def suggest(self, trial_id: str) -> dict[str, Any] | str | None:
+        open_ = [a for a in self.searchers if self.suggested[a] < self.num_samples]
+        if not open_:
+            return Searcher.FINISHED
+        approach = min(open_, key=lambda a: self.suggested[a])  # round robin, in the space's order
+        config = self.searchers[approach].suggest(trial_id)
+        if isinstance(config, dict):
+            config = {**config, "trial_seed": trial_seed(self.seed, approach, self.suggested[approach])}
+            self.owner[trial_id] = approach
+            self.suggested[approach] += 1
+        return config
+
+    def on_trial_result(self, trial_id: str, result: dict) -> None:
+        self._tell(trial_id, "on_trial_result", result)
+
+    def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
+        self._tell(trial_id, "on_trial_complete", result, error)
+
+    def _tell(self, trial_id: str, event: str, *args: Any) -> None:
+        if trial_id not in self.owner:
+            return
+        try:
+            getattr(self.searchers[self.owner[trial_id]], event)(trial_id, *args)
+        except KeyError:
+            # After --resume the searcher's file can be older than Ray's experiment state: Ray uploads the
+            # snapshot's files one by one, and a driver killed in between leaves a mix. That searcher never
+            # proposed the trial, so it learns nothing from it; the study goes on.
+            log.warning("the %s search has no trial %s (restored from an older save): its result is not used",
+                        self.owner[trial_id], trial_id)
+
+    def save_to_dir(self, checkpoint_dir: str, session_str: str = "default") -> None:
+        """Tuner.restore: each approach's searcher saves itself (Ray's own format) beside a JSON of the turn counts.
+        Flat .pkl / .json files: the only ones Ray downloads again on restore."""
+        folder = Path(checkpoint_dir)
+        for approach, searcher in self.searchers.items():
+            searcher.save(str(folder / f"per-approach-{approach}.pkl"))
+        tmp = folder / f"{STATE_FILE}.tmp"
+        tmp.write_text(json.dumps({"suggested": self.suggested, "owner": self.owner}))
+        tmp.replace(folder / STATE_FILE)
+
+    def restore_from_dir(self, checkpoint_dir: str) -> None:
+        folder = Path(checkpoint_dir)
+        for approach, searcher in self.searchers.items():
+            searcher.restore(str(folder / f"per-approach-{approach}.pkl"))
+        state = json.loads((folder / STATE_FILE).read_text())
+        self.suggested, self.owner = Counter(state["suggested"]), state["owner"]
+
+
+class PerApproachScheduler(FIFOScheduler):
+    """Hands each trial's events to its approach's scheduler; trials start in submission order."""
+
+    def __init__(self, schedulers: dict[str, TrialScheduler], metric: str) -> None:
+        super().__init__()
+        self.schedulers, self._metric = schedulers, metric
+
+    def _of(self, trial: Any) -> TrialScheduler:
+        return self.schedulers[trial.config["approach"]]
+
+    def set_search_properties(self, metric: str | None, mode: str | None, **spec: Any) -> bool:
+        return all(s.set_search_properties(metric, mode, **spec) for s in self.schedulers.values())
+
+    def on_trial_add(self, tune_controller: Any, trial: Any) -> None:
+        self._of(trial).on_trial_add(tune_controller, trial)
+
+    def on_trial_error(self, tune_controller: Any, trial: Any) -> None:
+        self._of(trial).on_trial_error(tune_controller, trial)
+
+    def on_trial_result(self, tune_controller: Any, trial: Any, result: dict) -> str:
+        return self._of(trial).on_trial_result(tune_controller, trial, result)
+
+    def on_trial_complete(self, tune_controller: Any, trial: Any, result: dict) -> None:
+        self._of(trial).on_trial_complete(tune_controller, trial, result)
+
+    def on_trial_remove(self, tune_controller: Any, trial: Any) -> None:
+        self._of(trial).on_trial_remove(tune_controller, trial)
+
+    def debug_string(self) -> str:
+        return "; ".join(f"{a}: {s.debug_string()}" for a, s in self.schedulers.items())
+
+
+class FixedConfigs(Searcher):
+    """Proposes the given configs in order, then finishes: the confirmation phase's runs."""
+
+    def __init__(self, configs: list[dict[str, Any]]) -> None:
+        super().__init__(metric=VAL_MACRO_F1, mode="max")
+        self.configs, self.next = list(configs), 0
+
+    def suggest(self, trial_id: str) -> dict[str, Any] | str | None:
+        if self.next >= len(self.configs):
+            return Searcher.FINISHED
+        self.next += 1
+        return dict(self.configs[self.next - 1])
+
+    def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
+        pass
+
+    def save(self, checkpoint_path: str) -> None:  # JSON, not pickle: what --resume reads back
+        Path(checkpoint_path).write_text(json.dumps({"configs": self.configs, "next": self.next}))
+
+    def restore(self, checkpoint_path: str) -> None:
+        state = json.loads(Path(checkpoint_path).read_text())
+        self.configs, self.next = state["configs"], state["next"]
+
+
+# ---------------------------------------------------------------- checkpoints of ended trials
+
+
+def rank(best_macro_f1: float, trial_id: str) -> tuple[float, str]:
+    """How trials of one approach compare: best validation macro-F1, ties to the larger trial id."""
+    return best_macro_f1, trial_id
+
+
+def delete_checkpoints(trial: Any) -> int:
+    """Delete the trial's checkpoint_* directories on its storage (local, NFS or S3); how many went."""
+    fs, root = trial.storage.storage_filesystem, trial.storage.trial_fs_path
+    found = fs.get_file_info(pyarrow.fs.FileSelector(root, allow_not_found=True))
+    dirs = [f.path for f in found if f.type == pyarrow.fs.FileType.Directory and f.base_name.startswith("checkpoint_")]
+    for path in dirs:
+        fs.delete_dir(path)
+    return len(dirs)
+
+
+def stored_trials(fs: pyarrow.fs.FileSystem, experiment: str) -> list[tuple[dict, dict]]:
+    """(trial state, run metadata) of every trial in the newest experiment snapshot on the storage: what
+    ``--resume`` would restore. Ray 2.60's experiment_state-<time>.json; [] before the first one."""
+    found = fs.get_file_info(pyarrow.fs.FileSelector(experiment, allow_not_found=True))
+    snapshots = sorted(f.path for f in found if f.base_name.startswith("experiment_state-") and f.base_name.endswith(".json"))
+    if not snapshots:
+        return []
+    with fs.open_input_stream(snapshots[-1]) as f:
+        state = json.loads(f.read())
+    return [(json.loads(trial), json.loads(metadata)) for trial, metadata in state["trial_data"]]
+
+
+class KeepBestCheckpoints(tune.Callback):
+    """When a trial ends, whichever of it and its approach's best so far ranks lower loses its checkpoints
+    (``keep_best=False``: every ended trial loses them — confirmation runs score the test split themselves).
+
+    A loser's checkpoints go only once the experiment snapshot on the storage records it TERMINATED:
+    ``--resume`` from an older snapshot would restart it from them. Trials that failed for good keep
+    theirs (``--resume`` retries them). The ranking is saved with each snapshot, so a resumed study goes
+    on comparing with the trials that ended before the interruption.
+    """
+
+    def __init__(self, check_every_s: float = 5.0, keep_best: bool = True) -> None:
+        self.best: dict[str, list] = {}  # approach -> [macro-F1, trial id] of its best ended trial
+        self.losers: set[str] = set()  # ended trials that lost; their checkpoints are still there
+        self.check_every_s, self.checked, self.keep_best = check_every_s, float("-inf"), keep_best
+
+    def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        if not self.keep_best:
+            self.losers.add(trial.trial_id)
+            return
+        approach = trial.config.get("approach", "")
+        best_f1 = trial.metric_analysis.get(VAL_MACRO_F1, {}).get("max", float("-inf"))  # Ray's running max, resumed too
+        mine = rank(float(best_f1), trial.trial_id)
+        held = self.best.get(approach)
+        if held is not None and held[1] == trial.trial_id:  # the best ended again (a resumed study): it stays
+            self.best[approach] = list(max(mine, tuple(held)))
+        elif held is None or mine > tuple(held):
+            self.best[approach] = list(mine)
+            self.losers.discard(trial.trial_id)
+            if held is not None:
+                self.losers.add(held[1])
+        else:
+            self.losers.add(trial.trial_id)
+
+    on_trial_error = on_trial_complete  # ranked like the others; _prune never deletes an ERROR trial's checkpoints
+
+    def get_state(self) -> dict[str, Any]:
+        return {"best": self.best, "losers": sorted(self.losers)}
+
+    def set_state(self, state: dict[str, Any]) -> None:
+        self.best, self.losers = dict(state["best"]), set(state["losers"])
+
+    def on_step_begin(self, iteration: int, trials: list, **info: Any) -> None:
+        if self.losers and time.monotonic() - self.checked >= self.check_every_s:
+            self._prune(trials)
+
+    def on_experiment_end(self, trials: list, **info: Any) -> None:
+        if self.losers:
+            self._prune(trials)  # a finished study has written its last snapshot by now
+
+    def _prune(self, trials: list) -> None:
+        self.checked = time.monotonic()
+        ended = [t for t in trials if t.trial_id in self.losers and t.status == "TERMINATED"]
+        if not ended:
+            return
+        try:
+            stored = {s["trial_id"] for s, _ in stored_trials(ended[0].storage.storage_filesystem,
+                                                             ended[0].storage.experiment_fs_path)
+                      if s["status"] == "TERMINATED"}
+        except (OSError, ValueError, KeyError) as err:  # not synced yet, or mid-write: try again later
+            log.debug("experiment snapshot not readable yet: %s", err)
+            return
+        for trial in ended:
+            if trial.trial_id in stored:
+                try:
+                    delete_checkpoints(trial)
+                except OSError as err:  # a storage hiccup costs disk space, never the study
+                    log.warning("could not delete the checkpoints of trial %s: %s", trial.trial_id, err)
+                self.losers.discard(trial.trial_id)
+
+
+# ---------------------------------------------------------------- MLflow child runs and the status line
+
+
+class MLflowCallback(tune.Callback):
+    """Trial start / result / complete / error -> the approach's child runs (the driver is the only writer).
+
+    One callback per approach; it handles the trials of its approach only. Ray pickles its
+    callbacks with the experiment state (``Tuner.restore``), so the callback keeps only its
+    settings and opens the tracker in ``setup``.
+    """
+
+    def __init__(self, settings: dict[str, Any], max_epochs: int, phase: str) -> None:
+        self.settings, self.max_epochs, self.phase = settings, max_epochs, phase
+        self.tracker: Tracker | None = None
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "tracker": None}
+
+    def setup(self, **info: Any) -> None:
+        self.tracker = Tracker(**self.settings)
+
+    def mine(self, trial: Any) -> bool:
+        return trial.config.get("approach") == self.settings["approach"]
+
+    def run(self, trial: Any) -> str:
+        tags = {"phase": self.phase}
+        if self.phase == "confirm":
+            tags.update(confirm_seed=str(trial.config["confirm_seed"]), config_rank=str(trial.config["config_rank"]))
+        return self.tracker.child(trial.trial_id, trial.config, tags)
+
+    def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        if self.mine(trial):
+            self.run(trial)
+
+    def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
+        if not self.mine(trial):
+            return
+        tags = {"node_id": str(result.get("node_id", ""))}
+        if result.get("resumed_from"):
+            tags["resumed_from_epoch"] = str(result["resumed_from"])  # restarted from its checkpoint, not from scratch
+        self.tracker.log_epoch(self.run(trial), int(result["training_iteration"]), numeric_metrics(result), tags)
+
+    def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        if not self.mine(trial):
+            return
+        run_id, last = self.run(trial), trial.last_result or {}
+        epochs = int(last.get("training_iteration", 0))
+        self.tracker.log_artifacts(run_id, last)
+        if "test_y_pred" in last:
+            self.tracker.client.log_dict(run_id, {"y_true": last["test_y_true"], "y_pred": last["test_y_pred"]},
+                                         "test_predictions.json")
+        tags = {"epochs_run": str(epochs), "stopped_early": str(epochs < self.max_epochs).lower()}
+        self.tracker.end(run_id, "FINISHED", tags)
+
+    def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        if self.mine(trial):
+            self.tracker.end(self.run(trial), "FAILED", {"error": "true"})
+
+
+class StatusLine(tune.Callback):
+    """Quiet by default: one line every few seconds instead of Ray's tables (``-v`` brings them back)."""
+
+    def __init__(self, phase: str, every_s: float = 10.0) -> None:
+        self.phase, self.every_s, self.last = phase, every_s, 0.0
+
+    def on_step_end(self, iteration: int, trials: list, **info: Any) -> None:
+        if time.monotonic() - self.last < self.every_s:
+            return
+        self.last = time.monotonic()
+        states = Counter(t.status.lower() for t in trials)
+        best = max((t.metric_analysis.get(VAL_MACRO_F1, {}).get("max", float("-inf")) for t in trials), default=float("-inf"))
+        shown = f", best validation macro-F1 so far {best:.4f}" if best > float("-inf") else ""
+        print(f"[{time.strftime('%H:%M:%S')}] {self.phase}: {len(trials)} trials ("
+              + ", ".join(f"{n} {s}" for s, n in sorted(states.items())) + f"){shown}", flush=True)
+
+
+# ---------------------------------------------------------------- running the Tuners
+
+
+@dataclass
+class Outcome:
+    """One trial of a phase as plain data."""
+
+    trial_id: str
+    config: dict[str, Any]
+    status: str  # FINISHED | FAILED
+    best_val: float  # best validation macro-F1 over its epochs (-inf: never reported)
+    last: dict[str, Any] = field(default_factory=dict)  # its last reported result
+    load_best_state: Callable[[], dict] | None = None  # the model state of its best-epoch checkpoint, if kept
+
+
+@dataclass
+class PhaseResult:
+    outcomes: list[Outcome]
+    interrupted: bool  # stopped by SIGINT/SIGTERM (or anything else) before every trial ended
+
+
+def _best_state_loader(result: Any, checkpoint_file: str) -> Callable[[], dict] | None:
+    """Reads the state saved at the trial's best-validation epoch; None when pruning deleted it."""
+    if not result.best_checkpoints:
+        return None
+    checkpoint = result.get_best_checkpoint(VAL_MACRO_F1, "max")
+    if checkpoint is None or checkpoint.filesystem.get_file_info(checkpoint.path).type == pyarrow.fs.FileType.NotFound:
+        return None
+
+    def load() -> dict:
+        with checkpoint.as_directory() as d:
+            return torch.load(Path(d) / checkpoint_file, map_location="cpu", weights_only=True)
+
+    return load
+
+
+def _outcomes(grid: Any, checkpoint_file: str) -> list[Outcome]:
+    out = []
+    for r in grid:
+        frame = r.metrics_dataframe
+        best = float(frame[VAL_MACRO_F1].max()) if frame is not None and VAL_MACRO_F1 in frame else float("-inf")
+        out.append(Outcome(r.metrics.get("trial_id", ""), dict(r.config), "FAILED" if r.error else "FINISHED", best,
+                           dict(r.metrics), _best_state_loader(r, checkpoint_file)))
+    return out
+
+
+def _run(tuner: tune.Tuner, expected: int, checkpoint_file: str) -> PhaseResult:
+    grid = tuner.fit()
+    ended = grid.num_terminated + grid.num_errors
+    return PhaseResult(_outcomes(grid, checkpoint_file), interrupted=ended < len(grid) or len(grid) < expected)
+
+
+@dataclass(frozen=True)
+class TuneSetup:
+    """What both phases share: the trainable and its data, resources, storage and MLflow settings."""
+
+    trainable: Callable
+    data: dict
+    eval_costs: Any
+    bank: dict
+    cpus: float
+    gpus: float
+    max_concurrent: int | None
+    local: bool  # a fresh local Ray: reuse trial actors
+    storage: str  # <storage>/<study id>
+    trackers: dict[str, dict[str, Any]]  # approach -> Tracker settings
+    checkpoint_file: str
+    verbose: bool
+
+
+def _with_resources(s: TuneSetup) -> Any:
+    return tune.with_resources(
+        tune.with_parameters(s.trainable, data=s.data, eval_costs=s.eval_costs, weights=s.bank),  # object store, once
+        {"cpu": s.cpus, "gpu": s.gpus},
+    )
+
+
+def _run_config(s: TuneSetup, name: str, callbacks: list) -> tune.RunConfig:
+    return tune.RunConfig(
+        name=name,
+        storage_path=s.storage,
+        callbacks=callbacks,
+        checkpoint_config=tune.CheckpointConfig(num_to_keep=2, checkpoint_score_attribute=VAL_MACRO_F1,
+                                                checkpoint_score_order="max"),
+        failure_config=tune.FailureConfig(max_failures=MAX_FAILURES),
+        verbose=1 if s.verbose else 0,
+    )
+
+
+def _quiet_trial_logs() -> None:
+    quiet_worker()
+    # A checkpoint every epoch with num_to_keep=2 forces a small snapshot every other epoch; Ray warns about each.
+    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+
+
+def search(s: TuneSetup, name: str, spaces: dict[str, Any], constants: dict[str, Any], budget: Any, seed: int,
+           resume: bool) -> PhaseResult:
+    """Every approach's search side by side: Optuna's TPE per approach, ASHA per approach on validation macro-F1.
+
+    ``spaces``: approach -> its Optuna define-by-run function (called with ``constants`` merged in).
+    """
+    from optuna.samplers import TPESampler
+    from ray.tune.search.optuna import OptunaSearch
+
+    _quiet_trial_logs()
+    trainable, path = _with_resources(s), f"{s.storage}/{name}"
+    expected = budget.num_samples * len(spaces)
+    if resume and tune.Tuner.can_restore(path):
+        return _run(tune.Tuner.restore(path, trainable, resume_errored=True), expected, s.checkpoint_file)
+    searchers, schedulers = {}, {}
+    for approach, define in spaces.items():
+        # TPE models the results after a third of the budget; before that it samples at random
+        tpe = TPESampler(seed=trial_seed(seed, approach, "tpe"), n_startup_trials=max(2, budget.num_samples // 3))
+        searchers[approach] = OptunaSearch(define, metric=VAL_MACRO_F1, mode="max", sampler=tpe)
+        schedulers[approach] = ASHAScheduler(metric=VAL_MACRO_F1, mode="max", time_attr="training_iteration",
+                                             max_t=budget.epochs, grace_period=min(budget.grace_period, budget.epochs),
+                                             reduction_factor=budget.reduction_factor)
+    callbacks = [MLflowCallback(s.trackers[a], budget.epochs, "search") for a in spaces]
+    callbacks += [KeepBestCheckpoints()] + ([] if s.verbose else [StatusLine("search")])
+    tuner = tune.Tuner(
+        trainable,
+        # Locally a finished trial's process serves the next trial instead of importing torch again (seconds a
+        # trial); on a cluster every trial gets a fresh actor, so that trials spread over the nodes.
+        tune_config=tune.TuneConfig(search_alg=PerApproachSearch(searchers, budget.num_samples, VAL_MACRO_F1, "max", seed),
+                                    scheduler=PerApproachScheduler(schedulers, VAL_MACRO_F1), reuse_actors=s.local,
+                                    num_samples=expected, max_concurrent_trials=s.max_concurrent),
+        run_config=_run_config(s, name, callbacks),
+    )
+    return _run(tuner, expected, s.checkpoint_file)
+
+
+def confirm(s: TuneSetup, name: str, configs: list[dict[str, Any]], epochs: int, resume: bool) -> PhaseResult:
+    """Retrain each config for ``epochs`` epochs, no early stopping (FIFO): the confirmation phase."""
+    _quiet_trial_logs()
+    trainable, path = _with_resources(s), f"{s.storage}/{name}"
+    if resume and tune.Tuner.can_restore(path):
+        return _run(tune.Tuner.restore(path, trainable, resume_errored=True), len(configs), s.checkpoint_file)
+    approaches = list(dict.fromkeys(c["approach"] for c in configs))
+    callbacks = [MLflowCallback(s.trackers[a], epochs, "confirm") for a in approaches]
+    callbacks += [KeepBestCheckpoints(keep_best=False)] + ([] if s.verbose else [StatusLine("confirm")])
+    tuner = tune.Tuner(
+        trainable,
+        tune_config=tune.TuneConfig(search_alg=FixedConfigs(configs),
+                                    scheduler=FIFOScheduler(), reuse_actors=s.local, num_samples=len(configs),
+                                    max_concurrent_trials=s.max_concurrent),
+        run_config=_run_config(s, name, callbacks),
+    )
+    return _run(tuner, len(configs), s.checkpoint_file)
