@@ -1,49 +1,29 @@
-"""The third seed's experiment, reproduced offline: a decision tree with misclassification costs.
+"""The markdown report of the third seed's experiment: the paper's numbers beside ours.
 
-    python -m study.costs_report                       # hypothyroid + glass, 10 repetitions
-    python -m study.costs_report --ann-dir ~/data/ann  # also the paper's own 'ann' thyroid files
-
-For each data set and repetition: a stratified 1:1 train/test split; an entropy decision tree
-(scikit-learn's stand-in for C4.5/J48) trained three ways — no cost; direct rescaling with a
-generated *consistent* cost matrix; one-vs-one with a generated *inconsistent* matrix (three or
-more classes only) — and scored on accuracy and on recall and precision of the smallest class.
-Two protocols: a new split every repetition, and the paper's apparent one (one split, only the
-cost matrices redrawn). Writes a markdown report with the paper's numbers beside ours.
+:func:`render` turns the :class:`~costsens.experiment.Experiment` runs of every data set into
+``results/cost_sensitive.md``: what was run, paper vs ours, results per data set with paired
+differences, and where we differ from the paper and why.
 """
 
 from __future__ import annotations
 
-import argparse
 import platform
-import shlex
-import sys
-import time
-from dataclasses import dataclass, field
 from importlib import metadata
-from pathlib import Path
-from typing import Any, Callable, Sequence
 
 import numpy as np
-from sklearn.metrics import accuracy_score, confusion_matrix, precision_score, recall_score
-from sklearn.model_selection import train_test_split
-from sklearn.tree import DecisionTreeClassifier
 
-from study import costs as C
-from study import tabular
-
-DEFAULT_OUT = Path("results/cost_sensitive.md")
-DEFAULT_SEED = 2013
-MIN_LEAF_WEIGHT = 2.0  # like J48's -M 2: a leaf needs a (weighted) count of at least 2
-
-NO_COST, CONSISTENT, INCONSISTENT, OVO_CONTROL, PAPER_CV_ROW = (
-    "no cost",
-    "consistent cost (direct rescaling)",
-    "inconsistent cost (one-vs-one vote)",
-    "control: one-vs-one vote, no cost",
-    "paper's cv {1; 0.8686; 0.5992} (direct rescaling)",
+from costsens.experiment import (
+    CONSISTENT,
+    INCONSISTENT,
+    METRICS,
+    NO_COST,
+    OVO_CONTROL,
+    PAPER_CV_ROW,
+    PROTOCOLS,
+    Experiment,
+    paired,
 )
-C_PAPER_CV = np.array([1.0000, 0.8686, 0.5992])  # the paper's consistent class-cost vector (TN2)
-PROTOCOLS = {"resplit": "new split, new matrices each repetition", "fixed": "one split, matrices redrawn"}
+from study import costs as C
 
 # Seed 002, Table 7 (ann, J48, 10 runs: mean, std) and the single runs TN1-TN3 (Tables 2, 3, 5).
 PAPER_MEAN_STD = {
@@ -54,127 +34,9 @@ PAPER_MEAN_STD = {
 PAPER_SINGLE = {NO_COST: "78/83 found, 78/82 right", CONSISTENT: "82/83, 82/85", INCONSISTENT: "80/83, 80/84"}
 
 
-class EntropyTree:
-    """C4.5-like learner: scikit-learn's CART with the entropy criterion and sample weights.
-
-    Like J48's ``-M 2`` on weighted counts, every leaf must hold a sample weight of at least
-    ``min_leaf_weight`` (as a fraction of the total, so it scales with the rescaled weights).
-    """
-
-    def __init__(self, random_state: int = 0, min_leaf_weight: float = MIN_LEAF_WEIGHT) -> None:
-        self.random_state = random_state
-        self.min_leaf_weight = min_leaf_weight
-
-    def fit(self, X: np.ndarray, y: np.ndarray, sample_weight: np.ndarray | None = None) -> EntropyTree:
-        w = np.ones(len(y)) if sample_weight is None else np.asarray(sample_weight, dtype=float)
-        fraction = min(0.5, self.min_leaf_weight / w.sum()) if self.min_leaf_weight > 0 else 0.0
-        self.tree_ = DecisionTreeClassifier(
-            criterion="entropy", min_weight_fraction_leaf=fraction, random_state=self.random_state
-        ).fit(X, y, sample_weight=w)
-        return self
-
-    def predict(self, X: np.ndarray) -> np.ndarray:
-        return self.tree_.predict(X)
-
-
-@dataclass
-class Score:
-    accuracy: float
-    recall: float  # of the smallest class
-    precision: float  # of the smallest class
-    cost_consistent: float  # expected cost per test sample under this repetition's consistent matrix
-    cost_inconsistent: float | None  # ... and under its inconsistent one (k >= 3)
-    confusion: np.ndarray
-    predicted_small: int
-    correct_small: int
-
-
-@dataclass
-class Experiment:
-    table: tabular.Table
-    protocol: str
-    repetitions: int
-    smallest: int
-    settings: list[str]
-    scores: dict[str, list[Score]] = field(default_factory=dict)
-    matrices: list[dict[str, np.ndarray]] = field(default_factory=list)  # per repetition
-    train_counts: list[list[int]] = field(default_factory=list)
-    test_counts: list[list[int]] = field(default_factory=list)
-
-    def values(self, setting: str, metric: str) -> np.ndarray:
-        return np.array([getattr(s, metric) for s in self.scores[setting]], dtype=float)
-
-
-def _score(y: np.ndarray, pred: np.ndarray, k: int, small: int, cm_c: np.ndarray, cm_i: np.ndarray | None) -> Score:
-    return Score(
-        accuracy=float(accuracy_score(y, pred)),
-        recall=float(recall_score(y, pred, labels=[small], average=None, zero_division=0)[0]),
-        precision=float(precision_score(y, pred, labels=[small], average=None, zero_division=0)[0]),
-        cost_consistent=C.expected_cost(y, pred, cm_c),
-        cost_inconsistent=None if cm_i is None else C.expected_cost(y, pred, cm_i),
-        confusion=confusion_matrix(y, pred, labels=list(range(k))),
-        predicted_small=int(np.sum(pred == small)),
-        correct_small=int(np.sum((pred == small) & (y == small))),
-    )
-
-
-def run_experiment(
-    table: tabular.Table,
-    repetitions: int,
-    seed: int,
-    protocol: str = "resplit",
-    min_leaf_weight: float = MIN_LEAF_WEIGHT,
-) -> Experiment:
-    """Every setting on the same splits and the same generated matrices, ``repetitions`` times."""
-    if protocol not in PROTOCOLS:
-        raise ValueError(f"unknown protocol {protocol!r}; choose one of: {', '.join(PROTOCOLS)}")
-    k = len(table.classes)
-    small = int(np.argmin(table.counts))
-    settings = [NO_COST, CONSISTENT] + ([INCONSISTENT, OVO_CONTROL] if k >= 3 else [])
-    settings += [PAPER_CV_ROW] if table.name == "ann" and k == len(C_PAPER_CV) else []
-    exp = Experiment(table, protocol, repetitions, small, settings, {s: [] for s in settings})
-    for rep in range(repetitions):
-        # one seed stream per repetition: split, cost matrices and tree never share draws
-        split_seed, cost_seed, tree_seed = np.random.SeedSequence([seed, rep]).generate_state(3)
-        if protocol == "fixed":  # the paper's no-cost row has no spread: one split, one tree seed
-            split_seed, tree_seed = np.random.SeedSequence([seed, 0]).generate_state(3)[[0, 2]]
-        X_tr, X_te, y_tr, y_te = train_test_split(
-            table.X, table.y, test_size=0.5, stratify=table.y, random_state=int(split_seed)
-        )
-        counts = np.bincount(y_tr, minlength=k)
-        rng = np.random.default_rng(int(cost_seed))
-        cm_c = C.random_cost_matrix(counts, rng, kind="consistent")
-        cm_i = C.random_cost_matrix(counts, rng, kind="inconsistent") if k >= 3 else None
-        exp.matrices.append({"consistent": cm_c} | ({"inconsistent": cm_i} if cm_i is not None else {}))
-        exp.train_counts.append(counts.tolist())
-        exp.test_counts.append(np.bincount(y_te, minlength=k).tolist())
-        make: Callable[[], EntropyTree] = lambda: EntropyTree(int(tree_seed) % 2**31, min_leaf_weight)  # noqa: E731
-        models: dict[str, Any] = {
-            NO_COST: make().fit(X_tr, y_tr),
-            CONSISTENT: C.fit_rescaled(make, X_tr, y_tr, cm_c),
-        }
-        if cm_i is not None:
-            models[INCONSISTENT] = C.OneVsOneCostClassifier(make, cm_i).fit(X_tr, y_tr)
-            # equal costs: every pair unweighted, so the vote's own effect shows apart from the costs'
-            models[OVO_CONTROL] = C.OneVsOneCostClassifier(make, 1 - np.eye(k)).fit(X_tr, y_tr)
-        if PAPER_CV_ROW in settings:
-            w = C.rescaling_weights(C_PAPER_CV, counts)
-            models[PAPER_CV_ROW] = make().fit(X_tr, y_tr, sample_weight=w[y_tr])
-        for name, model in models.items():
-            exp.scores[name].append(_score(y_te, np.asarray(model.predict(X_te)), k, small, cm_c, cm_i))
-    return exp
-
-
-# ---------------------------------------------------------------- markdown
-
 
 def _ms(values: np.ndarray, digits: int = 4) -> str:
     return f"{values.mean():.{digits}f} ± {values.std(ddof=1) if len(values) > 1 else 0.0:.{digits}f}"
-
-
-def _paper(mean_std: tuple[float, float | None]) -> str:
-    m, s = mean_std
-    return f"{m:.4f}" + (f" ± {s:.4f}" if s is not None else "")
 
 
 def _matrix(cm: np.ndarray, digits: int = 2) -> str:
@@ -205,7 +67,6 @@ def _experiment_section(exp: Experiment) -> list[str]:
     return lines
 
 
-METRICS = ("accuracy", "recall", "precision")
 COMPARISONS = (  # (setting, baseline): what each cost setting is judged against
     (CONSISTENT, NO_COST), (INCONSISTENT, NO_COST), (INCONSISTENT, OVO_CONTROL), (OVO_CONTROL, NO_COST),
     (PAPER_CV_ROW, NO_COST),
@@ -214,19 +75,6 @@ COMPARISONS = (  # (setting, baseline): what each cost setting is judged against
 
 def _short(setting: str) -> str:
     return setting.split(" (")[0].replace("control: ", "")
-
-
-def paired(exp: Experiment, setting: str, baseline: str, metric: str) -> tuple[float, float, str]:
-    """Mean and std of the per-repetition difference in points, and a verdict.
-
-    Both settings saw the same split, matrices and tree seed, so the difference is paired.
-    'up' / 'down' when |mean| > 2 std / sqrt(n) (about a 95 % interval), else 'within noise'.
-    """
-    d = 100 * (exp.values(setting, metric) - exp.values(baseline, metric))
-    std = float(d.std(ddof=1)) if len(d) > 1 else 0.0
-    half = 2 * std / np.sqrt(len(d))
-    verdict = "within noise" if abs(d.mean()) <= half else ("up" if d.mean() > 0 else "down")
-    return float(d.mean()), std, verdict
 
 
 def _deltas(exp: Experiment) -> list[str]:
@@ -330,11 +178,12 @@ def _version(pkg: str) -> str:
 
 
 def render(results: dict[str, list[Experiment]], command: str, seed: int, seconds: float, min_leaf_weight: float) -> str:
+    """The whole report: ``results`` maps each data set to its runs, one per protocol; ``command`` made it."""
     reps = next(iter(results.values()))[0].repetitions
     lines = [
         "# Cost-sensitive decisions: the third seed's experiment, reproduced offline",
         "",
-        "Generated by `study/costs_report.py`; do not edit by hand. Command:",
+        "Generated by `costsens/report.py`; do not edit by hand. Command:",
         "",
         "```",
         command,
@@ -355,10 +204,10 @@ def render(results: dict[str, list[Experiment]], command: str, seed: int, second
         "entries in [1, 10], `cm[L][S] = 1` the cheapest, `cm[S][L]` the costliest; S = smallest, L = largest class), "
         "redrawn every repetition. Its class-cost vector cv spans the null space of the coefficient matrix M "
         "(rank(M) = k - 1); each training sample of class i weighs `w_i = num * cv_i / sum_j(num_j * cv_j)` "
-        "(`study.costs.fit_rescaled`). For two classes cv is the row sums, `cm_i`.",
+        "(`costsens.learners.fit_rescaled`). For two classes cv is the row sums, `cm_i`.",
         "- **Inconsistent cost** (three or more classes): a matrix from `random_cost_matrix(..., kind='inconsistent')` "
         "(same constraints, rank(M) = k), redrawn every repetition; one tree per class pair, rescaled with its 2x2 "
-        "sub-matrix, majority vote (`study.costs.OneVsOneCostClassifier`).",
+        "sub-matrix, majority vote (`costsens.learners.OneVsOneCostClassifier`).",
         "- Stratified 1:1 split (`train_test_split(test_size=0.5, stratify=y)`). Two protocols: a new split each "
         "repetition (spread = split + matrix), and one fixed split with only the matrices redrawn — the paper's "
         "no-cost row has no standard deviation, which suggests it did the latter.",
@@ -458,55 +307,3 @@ def _claim(results: dict[str, list[Experiment]]) -> list[str]:
         "",
     ]
     return lines
-
-
-# ---------------------------------------------------------------- CLI
-
-
-def parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(
-        prog="python -m study.costs_report", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    ap.add_argument("--out", type=Path, default=DEFAULT_OUT, help=f"markdown report to write (default: {DEFAULT_OUT})")
-    ap.add_argument("--repetitions", type=int, default=10, help="splits / cost draws per protocol (default: 10)")
-    ap.add_argument("--seed", type=int, default=DEFAULT_SEED, help=f"seed of splits, matrices, trees (default: {DEFAULT_SEED})")
-    ap.add_argument("--ann-dir", type=Path, default=None,
-                    help="folder with the paper's ann-train.data / ann-test.data (UCI thyroid); optional")
-    ap.add_argument("--datasets", nargs="*", default=list(tabular.DATASETS), choices=tabular.DATASETS,
-                    help="packaged data sets to run (default: all; give none to run only --ann-dir)")
-    ap.add_argument("--min-leaf-weight", type=float, default=MIN_LEAF_WEIGHT,
-                    help=f"smallest sample weight a leaf may hold, like J48's -M (default: {MIN_LEAF_WEIGHT:g}; 0 = grow fully)")
-    return ap
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    args = parser().parse_args(argv)
-    if args.repetitions < 2:
-        parser().error(f"--repetitions must be >= 2 (a standard deviation needs two), but got {args.repetitions}")
-    if not args.datasets and args.ann_dir is None:
-        parser().error("nothing to run: give --datasets or --ann-dir")
-    if args.min_leaf_weight < 0:
-        parser().error(f"--min-leaf-weight must be >= 0, but got {args.min_leaf_weight}")
-    try:  # read every data set before any work, so a bad path fails in a second with one line
-        tables = [tabular.load(n) for n in args.datasets]
-        if args.ann_dir is not None:
-            tables.append(tabular.read_ann(args.ann_dir.expanduser()))
-    except tabular.TabularDataError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    start = time.perf_counter()
-    results = {
-        t.name: [run_experiment(t, args.repetitions, args.seed, p, args.min_leaf_weight) for p in PROTOCOLS]
-        for t in tables
-    }
-    command = "python -m study.costs_report" + (" " + shlex.join(argv) if argv else "")
-    text = render(results, command, args.seed, time.perf_counter() - start, args.min_leaf_weight)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(text, encoding="utf-8")
-    print(f"wrote {args.out}")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

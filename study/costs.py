@@ -1,10 +1,12 @@
-"""Misclassification cost matrices: the third seed's decision system with cost.
+"""Misclassification cost matrices: what the image study uses of the third seed's decision system.
 
 ``cm[i][j]`` is the cost of predicting class ``j`` for a sample of class ``i`` (rows = true
-class, ``cm[i][i] = 0``). This module holds everything that is pure arithmetic on such a
+class, ``cm[i][i] = 0``). This module holds the pure arithmetic the image study needs on such a
 matrix: validation, class costs, rescaling weights, the consistency test (Zhou & Liu's
-coefficient matrix), one-vs-one training for inconsistent matrices, the minimum-expected-cost
-decision, the expected-cost metric and the paper's random cost-matrix generator.
+coefficient matrix), the minimum-expected-cost decision, the expected-cost metric and the
+paper's random generator of consistent matrices. The tabular reproduction (one-vs-one voting,
+inconsistent matrices, the decision tree) is the sibling package ``costsens``, which builds on
+this module; nothing here imports it.
 
 Labels are always integers ``0 .. k-1``; a cost matrix is ``k x k``.
 """
@@ -12,7 +14,7 @@ Labels are always integers ``0 .. k-1``; a cost matrix is ``k x k``.
 from __future__ import annotations
 
 from itertools import combinations
-from typing import Any, Callable, Literal, Protocol, Sequence
+from typing import Literal, Sequence
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
@@ -30,14 +32,6 @@ class CostMatrixError(ValueError):
 
 class InconsistentCostError(CostMatrixError):
     """No single weight vector rescales all classes at once (rank(M) == k)."""
-
-
-class Estimator(Protocol):
-    """What one-vs-one and rescaling need from a learner: scikit-learn's fit/predict."""
-
-    def fit(self, X: Any, y: Any, sample_weight: Any = None) -> Any: ...
-
-    def predict(self, X: Any) -> Any: ...
 
 
 # ---------------------------------------------------------------- validation
@@ -82,7 +76,8 @@ def validate_cost_matrix(cm: ArrayLike, num_classes: int | None = None) -> Float
     return a
 
 
-def _labels(y: ArrayLike, k: int, what: str = "y") -> IntArray:
+def check_labels(y: ArrayLike, k: int, what: str = "y") -> IntArray:
+    """``y`` as a 1-D array of integer labels ``0 .. k-1``; a ``ValueError`` naming ``what`` otherwise."""
     arr = np.asarray(y)
     if arr.ndim != 1:
         raise ValueError(f"{what} must be 1-D, but got shape {arr.shape}")
@@ -188,92 +183,15 @@ def rescaled_class_weights(cm: ArrayLike, counts: ArrayLike) -> FloatArray:
     return rescaling_weights(consistent_weights(a), n)
 
 
-def direct_sample_weights(y: ArrayLike, cm: ArrayLike) -> FloatArray:
-    """Per-sample weights for direct rescaling: :func:`rescaled_class_weights` of each label."""
-    a = validate_cost_matrix(cm)
-    labels = _labels(y, a.shape[0])
-    return rescaled_class_weights(a, np.bincount(labels, minlength=a.shape[0]))[labels]
-
-
-# ---------------------------------------------------------------- learners
-
-
-def fit_rescaled(make_estimator: Callable[[], Estimator], X: Any, y: ArrayLike, cm: ArrayLike) -> Estimator:
-    """Direct rescaling: one model trained with :func:`direct_sample_weights` (consistent ``cm`` only)."""
-    return make_estimator().fit(X, y, sample_weight=direct_sample_weights(y, cm))
-
-
-class OneVsOneCostClassifier:
-    """One model per class pair, each rescaled with its 2x2 sub-matrix; majority vote.
-
-    ``H(x) = argmax_y sum_{i<j} I(h_ij(x) = y)``; a tied vote goes to the lowest label.
-    ``make_estimator()`` must return a fresh scikit-learn-style estimator whose ``fit`` takes
-    ``sample_weight``.
-    """
-
-    def __init__(self, make_estimator: Callable[[], Estimator], cost_matrix: ArrayLike) -> None:
-        self.make_estimator = make_estimator
-        self.cost_matrix = validate_cost_matrix(cost_matrix)
-        self.pairs_: list[tuple[int, int]] = []
-        self.estimators_: list[Estimator] = []
-
-    @property
-    def num_classes(self) -> int:
-        return self.cost_matrix.shape[0]
-
-    def fit(self, X: Any, y: ArrayLike) -> OneVsOneCostClassifier:
-        labels = _labels(y, self.num_classes)
-        X = np.asarray(X)
-        self.pairs_, self.estimators_ = [], []
-        for i, j in combinations(range(self.num_classes), 2):
-            rows = np.flatnonzero((labels == i) | (labels == j))
-            if rows.size == 0:
-                continue  # neither class in the training set: this pair has no say
-            sub = self.cost_matrix[np.ix_([i, j], [i, j])]
-            y_pair = labels[rows]
-            # 2x2 class costs are the row sums (formula 2), then the classic rescaling (formula 3)
-            costs = sub.sum(axis=1)
-            if not costs.any():  # both mistakes free: this pair is indifferent, train it unweighted
-                costs = np.ones(2)
-            w = rescaling_weights(costs, [np.sum(y_pair == i), np.sum(y_pair == j)])
-            weights = np.where(y_pair == i, w[0], w[1])
-            self.estimators_.append(self.make_estimator().fit(X[rows], y_pair, sample_weight=weights))
-            self.pairs_.append((i, j))
-        return self
-
-    def votes(self, X: Any) -> IntArray:
-        """n x k matrix of votes from the pairwise models."""
-        if not self.estimators_:
-            raise RuntimeError("OneVsOneCostClassifier is not fitted: call fit(X, y) first")
-        X = np.asarray(X)
-        v = np.zeros((X.shape[0], self.num_classes), dtype=np.int64)
-        for est in self.estimators_:
-            pred = np.asarray(est.predict(X)).astype(np.int64)
-            np.add.at(v, (np.arange(X.shape[0]), pred), 1)
-        return v
-
-    def predict(self, X: Any) -> IntArray:
-        return self.votes(X).argmax(axis=1)
-
-
-def fit_cost_sensitive(
-    make_estimator: Callable[[], Estimator], X: Any, y: ArrayLike, cm: ArrayLike
-) -> Estimator | OneVsOneCostClassifier:
-    """The paper's dispatch: direct rescaling when ``cm`` is consistent, else one-vs-one."""
-    if is_consistent(cm):
-        return fit_rescaled(make_estimator, X, y, cm)
-    return OneVsOneCostClassifier(make_estimator, cm).fit(X, y)
-
-
 # ---------------------------------------------------------------- decisions and the cost metric
 
 
 def min_cost_decision(proba: ArrayLike, cm: ArrayLike) -> IntArray:
     """Predict ``argmin_j sum_i p_i * cm[i][j]`` for each row of class probabilities.
 
-    Tied expected costs go to the class whose mistakes cost more (larger ``cm_i``), then to the
-    lowest label; so for two classes with ``C_FN >= C_FP`` this is exactly "predict the positive
-    class when p >= C_FP / (C_FP + C_FN)" (see :func:`binary_threshold`).
+    Tied expected costs go to the class whose mistakes cost more (larger :func:`class_costs`),
+    then to the lowest label; so for two classes with ``C_FN >= C_FP`` this is exactly "predict
+    the positive class when p >= C_FP / (C_FP + C_FN)".
     """
     a = validate_cost_matrix(cm)
     p = np.asarray(proba, dtype=np.float64)
@@ -281,17 +199,7 @@ def min_cost_decision(proba: ArrayLike, cm: ArrayLike) -> IntArray:
         raise ValueError(f"proba must be n x {a.shape[0]} to match the cost matrix, but got shape {p.shape}")
     risk = p @ a  # risk[n, j] = sum_i p[n, i] * cm[i][j]
     tied = risk == risk.min(axis=1, keepdims=True)
-    return np.where(tied, a.sum(axis=1), -np.inf).argmax(axis=1).astype(np.int64)
-
-
-def binary_threshold(cm: ArrayLike, *, positive: int = 1) -> float:
-    """Probability of ``positive`` above which it is predicted: ``C_FP / (C_FP + C_FN)``."""
-    a = validate_cost_matrix(cm, num_classes=2)
-    if positive not in (0, 1):
-        raise ValueError(f"positive must be 0 or 1, but got {positive!r}")
-    c_fn = a[positive, 1 - positive]  # a positive sample predicted negative
-    c_fp = a[1 - positive, positive]
-    return float(c_fp / (c_fp + c_fn))
+    return np.where(tied, class_costs(a), -np.inf).argmax(axis=1).astype(np.int64)
 
 
 def binary_cost_matrix(fn_fp_ratio: float, *, positive: int) -> FloatArray:
@@ -313,8 +221,8 @@ def binary_cost_matrix(fn_fp_ratio: float, *, positive: int) -> FloatArray:
 def expected_cost(y_true: ArrayLike, y_pred: ArrayLike, cm: ArrayLike) -> float:
     """Mean misclassification cost per sample: ``mean(cm[y_true, y_pred])``."""
     a = validate_cost_matrix(cm)
-    t = _labels(y_true, a.shape[0], "y_true")
-    p = _labels(y_pred, a.shape[0], "y_pred")
+    t = check_labels(y_true, a.shape[0], "y_true")
+    p = check_labels(y_pred, a.shape[0], "y_pred")
     if t.shape != p.shape:
         raise ValueError(f"y_true and y_pred must have the same length, but got {t.size} and {p.size}")
     return float(a[t, p].mean()) if t.size else 0.0
@@ -335,18 +243,20 @@ def random_cost_matrix(
     class_counts: Sequence[int] | ArrayLike,
     rng: np.random.Generator,
     *,
-    kind: Literal["consistent", "inconsistent"] = "consistent",
+    kind: Literal["consistent"] = "consistent",
     n: float = PAPER_N,
 ) -> FloatArray:
-    """The paper's random cost matrix for classes of the given sizes.
+    """The paper's random consistent cost matrix for classes of the given sizes.
 
     Off-diagonal entries in ``[1, n]`` (so in ``[0, n]``), with ``cm[L][S] = 1`` the cheapest
-    and ``cm[S][L]`` the costliest entry (S = smallest class, L = largest).
-    ``consistent``: draw a class-cost vector ``cv`` in ``[1, n]`` (S highest, L lowest), then
-    every pair so that ``cm[i][j] / cm[j][i] = cv_i / cv_j`` — the paper keeps a random ``cv``
-    only if it solves M; building the pairs from it gets there without rejection.
-    ``inconsistent``: independent entries, redrawn until rank(M) == k (needs k >= 3).
+    and ``cm[S][L]`` the costliest entry (S = smallest class, L = largest). Draw a class-cost
+    vector ``cv`` in ``[1, n]`` (S highest, L lowest), then every pair so that
+    ``cm[i][j] / cm[j][i] = cv_i / cv_j`` — the paper keeps a random ``cv`` only if it solves M;
+    building the pairs from it gets there without rejection. The image study draws only this
+    kind; ``costsens.costs.random_cost_matrix`` adds the inconsistent one.
     """
+    if kind != "consistent":
+        raise ValueError(f"unknown cost-matrix kind {kind!r}; the image study draws only: consistent")
     counts = np.asarray(class_counts)
     k = counts.size
     if k < 2:
@@ -354,17 +264,7 @@ def random_cost_matrix(
     if not n > 1:
         raise ValueError(f"n (largest cost) must be > 1, but got {n!r}")
     s, big = smallest_largest(counts)
-    if kind == "consistent":
-        return _random_consistent(k, s, big, rng, n)
-    if kind == "inconsistent":
-        if k < 3:
-            raise ValueError(f"an inconsistent cost matrix needs at least 3 classes (every 2x2 matrix is consistent), but got {k}")
-        for _ in range(1000):
-            cm = _random_inconsistent(k, s, big, rng, n)
-            if not is_consistent(cm):
-                return cm
-        raise RuntimeError("could not draw an inconsistent cost matrix in 1000 tries")  # pragma: no cover
-    raise ValueError(f"unknown cost-matrix kind {kind!r}; choose one of: consistent, inconsistent")
+    return _random_consistent(k, s, big, rng, n)
 
 
 def _random_consistent(k: int, s: int, big: int, rng: np.random.Generator, n: float) -> FloatArray:
@@ -382,14 +282,4 @@ def _random_consistent(k: int, s: int, big: int, rng: np.random.Generator, n: fl
         a = 1.0 / cv[big] if {i, j} == {s, big} else rng.uniform(low, high)
         cm[i, j], cm[j, i] = a * cv[i], a * cv[j]
     cm[big, s] = 1.0  # exactly 1, not 0.9999999999999999
-    return cm
-
-
-def _random_inconsistent(k: int, s: int, big: int, rng: np.random.Generator, n: float) -> FloatArray:
-    cm = rng.uniform(1.0, n, size=(k, k))
-    np.fill_diagonal(cm, 0.0)
-    # the costliest mistake, the smallest class called the largest: swap the largest draw there
-    i, j = np.unravel_index(cm.argmax(), cm.shape)
-    cm[s, big], cm[i, j] = cm[i, j], cm[s, big]
-    cm[big, s] = 1.0  # the cheapest: the largest class called the smallest (at least one entry 1)
     return cm

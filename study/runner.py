@@ -270,6 +270,7 @@ def run_study(plan: Plan) -> int:
     bank = weight_bank(plan)
     from study import engine, tracking
 
+    plan.results_dir.mkdir(parents=True, exist_ok=True)
     tracking.prepare_store(plan.tracking_uri)
     previous = signal.signal(signal.SIGTERM, _on_sigterm)
     engine.init_ray(plan.resources.address)

@@ -4,7 +4,8 @@ Each sampler takes a sampling ratio (minority / majority after resampling, in (0
 Index samplers (random under/over) return real samples by index (``sample_indices_``);
 generative ones (SMOTE) and ClusterCentroids return new arrays, which are turned back into
 uint8 images. ``over_aug`` duplicates the minority and flags the copies, so the loop gives
-each copy a fresh random flip / rotation / colour change every time it is drawn.
+each copy a fresh random flip / rotation / colour change every time it is drawn. The options each
+sampler takes are the trial-config keys in ``study.names.SAMPLER_OPTIONS``; anything else is an error.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import numpy as np
 import torch
 
 from study.data import DataError, Split, check_ratio
+from study.names import SAMPLER_OPTIONS
 
 
 @dataclass(frozen=True)
@@ -40,13 +42,13 @@ def under_targets(labels: np.ndarray, ratio: float) -> dict[int, int]:
     return {c: min(int(n), cap) for c, n in enumerate(sizes) if n > 0}
 
 
-def _random_under(ratio: float, labels: np.ndarray, seed: int, **_: object):
+def _random_under(ratio: float, labels: np.ndarray, seed: int):
     from imblearn.under_sampling import RandomUnderSampler
 
     return RandomUnderSampler(sampling_strategy=under_targets(labels, ratio), random_state=seed)
 
 
-def _cluster_under(ratio: float, labels: np.ndarray, seed: int, **_: object):
+def _cluster_under(ratio: float, labels: np.ndarray, seed: int):
     from imblearn.under_sampling import ClusterCentroids
     from sklearn.cluster import KMeans
 
@@ -59,15 +61,17 @@ def _cluster_under(ratio: float, labels: np.ndarray, seed: int, **_: object):
     )
 
 
-def _random_over(ratio: float, labels: np.ndarray, seed: int, **_: object):
+def _random_over(ratio: float, labels: np.ndarray, seed: int):
     from imblearn.over_sampling import RandomOverSampler
 
     return RandomOverSampler(sampling_strategy=over_targets(labels, ratio), random_state=seed)
 
 
-def _smote(ratio: float, labels: np.ndarray, seed: int, k_neighbors: int = 5, **_: object):
+def _smote(ratio: float, labels: np.ndarray, seed: int, k_neighbors: int = 5):
     from imblearn.over_sampling import SMOTE
 
+    if isinstance(k_neighbors, bool) or not isinstance(k_neighbors, int) or k_neighbors < 1:
+        raise DataError(f"SMOTE k_neighbors must be an integer >= 1, got {k_neighbors!r}")
     targets = over_targets(labels, ratio)
     sizes = np.bincount(labels)
     for c, goal in targets.items():
@@ -78,9 +82,13 @@ def _smote(ratio: float, labels: np.ndarray, seed: int, k_neighbors: int = 5, **
     return SMOTE(sampling_strategy=targets, k_neighbors=k_neighbors, random_state=seed)
 
 
+def _none(ratio: float, labels: np.ndarray, seed: int) -> None:
+    return None
+
+
 # name -> factory(ratio, labels, seed, **options) -> imbalanced-learn sampler (None: keep the data)
 SAMPLERS: dict[str, Callable[..., object]] = {
-    "none": lambda ratio, labels, seed, **_: None,
+    "none": _none,
     "under_random": _random_under,
     "under_cluster": _cluster_under,
     "over_dup": _random_over,
@@ -94,12 +102,23 @@ def check_sampler(name: str) -> None:
         raise DataError(f"unknown sampler '{name}'; choose one of: {', '.join(sorted(SAMPLERS))}")
 
 
-def resample(train: Split, name: str = "none", ratio: float = 1.0, seed: int = 0, **options: object) -> Resampled:
-    """Resample the training split with the named approach. Validation and test never come here."""
+def build_sampler(name: str, ratio: float, labels: np.ndarray, seed: int, **options: object) -> object:
+    """The named imbalanced-learn sampler for these training labels (None for ``none``); the options
+    are checked against ``SAMPLER_OPTIONS``, so a sampler that cannot work here fails before training."""
     check_sampler(name)
     check_ratio(ratio)
+    known = SAMPLER_OPTIONS[name]
+    for key in options:
+        if key not in known:
+            raise DataError(f"sampler '{name}': unknown option '{key}'; "
+                            + (f"it takes: {', '.join(known)}" if known else "it takes no options"))
+    return SAMPLERS[name](ratio, labels, seed, **options)
+
+
+def resample(train: Split, name: str = "none", ratio: float = 1.0, seed: int = 0, **options: object) -> Resampled:
+    """Resample the training split with the named approach. Validation and test never come here."""
     labels = train.labels.numpy()
-    sampler = SAMPLERS[name](ratio, labels, seed, **options)
+    sampler = build_sampler(name, ratio, labels, seed, **options)
     if sampler is None:
         return Resampled(train.images, train.labels, torch.zeros(len(train), dtype=torch.bool))
     flat = train.images.reshape(len(train), -1).numpy()

@@ -10,40 +10,56 @@ A space file holds data only:
       alpha: {type: float, low: 0.1, high: 0.9, when: {loss: [focal]}}   # conditional
       freeze: {type: categorical, choices: [none, layer2]}
 
-``all.yaml`` lists ``approaches`` (other spaces) and the one budget they all share.
+A space without params is one fixed configuration. A composite (``all.yaml``) lists ``approaches``
+under one shared budget: each a space name, or an inline mapping ``{name, description, fixed,
+params}`` with the same rules as a space file. Every value is checked when loaded: names, types,
+ranges (NaN and infinities never pass), and the settings that only make sense together.
+
+Standard library and PyYAML only: the CLI validates a space before torch loads.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import math
+import re
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import yaml
 
-from study.losses import LOSSES
-from study.models import FREEZE, MODELS
-from study.sampling import SAMPLERS
+from study.names import BACKBONES, BASE_LOSSES, COST_USES, FREEZE, LOSSES, MODELS, SAMPLERS
 
 SPACES_DIR = Path(__file__).resolve().parent.parent / "search_spaces"
+NAME_PATTERN = "[A-Za-z0-9_-]+"
 
-# Every trial setting with its default; spaces may fix or search only these keys.
+# Every trial setting with its default; spaces may fix or search only these keys (but trial_seed).
 TRIAL_DEFAULTS: dict[str, Any] = {
     "lr": 1e-3,  # Adam learning rate
     "weight_decay": 0.0,  # Adam L2 penalty
-    "sampler": "none",  # data approach, see study.sampling.SAMPLERS
+    "sampler": "none",  # data approach, see study.names.SAMPLERS
     "ratio": 1.0,  # sampling ratio: minority / majority after resampling, (0, 1]
-    "k_neighbors": 5,  # SMOTE neighbours
-    "loss": "ce",  # see study.losses.LOSSES
-    "gamma": 2.0,  # focal modulating exponent
-    "alpha": None,  # focal class balance: weight of the smallest class (others 1 - alpha)
+    "k_neighbors": 5,  # SMOTE neighbours (the CLI checks them against the minority's count)
+    "loss": "ce",  # see study.names.LOSSES
+    "gamma": 2.0,  # focal modulating exponent (focal, and class_balanced on a focal base); 0 = cross-entropy
+    "alpha": None,  # focal class balance: weight of the minority class (others 1 - alpha); None = unweighted
     "weight_ratio": None,  # weighted_ce: minority:majority weight ratio (None = inverse frequency)
+    "beta": 0.9999,  # class_balanced: effective-number beta in (0, 1); w_c = (1 - beta) / (1 - beta^n_c)
+    "base_loss": "ce",  # class_balanced: the loss its weights scale, ce | focal
+    "max_margin": 0.5,  # ldam_drw: the largest class margin (the rarest class's), in logit units before s = 30
+    "drw_epoch": 8,  # ldam_drw: first epoch (counted from 1) with deferred re-weighting (the paper: 160 of 200)
+    "tau": 1.0,  # logit_adjusted: scale of the log class prior added to the logits; 0 = cross-entropy
     "model": "scratch",  # scratch | pretrained
+    "backbone": "resnet18",  # see study.names.BACKBONES
     "weights": None,  # pretrained from: imagenet | source | a state-dict file
-    "freeze": "none",  # freeze the backbone up to: none | stem | layer1..layer4
+    "freeze": "none",  # freeze the backbone up to: none | stem | layer1..layer4 (pretrained models only)
     "cost_ratio": None,  # misclassification costs: FN:FP for the minority (2 classes), else the largest cost n
+    "cost_use": "both",  # a cost matrix as: weights (rescaled class weights in the loss), threshold
+    #                      (minimum-expected-cost decisions) or both
+    "trial_seed": 0,  # int: weight init, resampling, batch order; set by the searcher, never by a space file
 }
-# The budget: study-level settings a space sets and CLI flags override.
+SEARCHER_KEYS = ("trial_seed",)
+# The budget: study-level settings a space sets and CLI flags override (integers >= 1 unless a rule says more).
 BUDGET_DEFAULTS: dict[str, Any] = {
     "epochs": 10,  # max epochs per trial (ASHA's max_t)
     "num_samples": 8,  # trials per approach
@@ -52,14 +68,40 @@ BUDGET_DEFAULTS: dict[str, Any] = {
     "grace_period": 2,  # ASHA: epochs before a trial can be stopped
     "reduction_factor": 3,  # ASHA: keep the top 1/rf at each rung
 }
-NAMED_CHOICES = {"sampler": sorted(SAMPLERS), "loss": sorted(LOSSES), "model": list(MODELS), "freeze": list(FREEZE)}
+NAMED_CHOICES: dict[str, tuple[str, ...]] = {
+    "sampler": SAMPLERS, "loss": LOSSES, "model": MODELS, "backbone": BACKBONES, "freeze": FREEZE,
+    "base_loss": BASE_LOSSES, "cost_use": COST_USES,
+}
+Rule = tuple[str, Callable[[float], bool]]  # the rule as messages state it, and its test
+# Numeric trial settings; NaN and infinities fail before these are tested. Every rule is an interval,
+# so a searched range passes when both its bounds do.
+RANGES: dict[str, Rule] = {
+    "lr": ("> 0", lambda v: v > 0),
+    "weight_decay": (">= 0", lambda v: v >= 0),
+    "ratio": ("in (0, 1]", lambda v: 0 < v <= 1),
+    "k_neighbors": (">= 1", lambda v: v >= 1),
+    "gamma": (">= 0", lambda v: v >= 0),
+    "alpha": ("in [0, 1]", lambda v: 0 <= v <= 1),
+    "weight_ratio": ("> 0", lambda v: v > 0),
+    "beta": ("in (0, 1)", lambda v: 0 < v < 1),
+    "max_margin": ("> 0", lambda v: v > 0),
+    "drw_epoch": (">= 1", lambda v: v >= 1),
+    "tau": (">= 0", lambda v: v >= 0),
+    "cost_ratio": ("> 0", lambda v: v > 0),
+}
+INTEGER_KEYS = ("k_neighbors", "drw_epoch")
+BUDGET_RANGES: dict[str, Rule] = {
+    "image_size": ("in [16, 1024]", lambda v: 16 <= v <= 1024),
+    "reduction_factor": (">= 2", lambda v: v >= 2),
+}
 PARAM_KEYS = {"float": {"type", "low", "high", "log", "when"}, "int": {"type", "low", "high", "log", "when"},
               "categorical": {"type", "choices", "when"}}
 TOP_KEYS = {"description", "defaults", "fixed", "params", "approaches"}
+INLINE_KEYS = ("name", "description", "fixed", "params")
 
 
 class SpaceError(ValueError):
-    """A bad search-space file: the message names the file and the key."""
+    """A bad search-space file: the message names the file, the key, the rule and the value."""
 
 
 @dataclass(frozen=True)
@@ -68,17 +110,15 @@ class Space:
     description: str
     defaults: dict[str, Any]
     fixed: dict[str, Any]
-    params: dict[str, dict[str, Any]] = field(default_factory=dict)
+    params: dict[str, dict[str, Any]] = field(default_factory=dict)  # empty: one fixed configuration
 
     def define_by_run(self, constants: dict[str, Any] | None = None) -> "DefineByRun":
         """The Optuna define-by-run function of this space; ``constants`` join every trial's config."""
         return DefineByRun(self, {**TRIAL_DEFAULTS, **(constants or {}), **self.fixed})
 
     def values(self, key: str) -> list[Any]:
-        """Every value ``key`` can take in this space (fixed, choices, or the default)."""
-        if key in self.params and self.params[key]["type"] == "categorical":
-            return list(self.params[key]["choices"])
-        return [self.fixed.get(key, TRIAL_DEFAULTS.get(key))]
+        """Every value ``key`` can take: its fixed value or default, its choices, or a searched number's low and high."""
+        return _values(self.fixed, self.params, key)
 
 
 @dataclass(frozen=True)
@@ -109,7 +149,14 @@ def available(directory: Path | None = None) -> list[str]:
     return sorted(p.stem for p in (directory or SPACES_DIR).glob("*.yaml"))
 
 
+def _check_name(name: Any, where: str) -> None:
+    """Space names become file names and run names: no paths, quotes or spaces."""
+    if not isinstance(name, str) or not re.fullmatch(NAME_PATTERN, name):
+        raise SpaceError(f"{where}space name must match {NAME_PATTERN}, got {name!r}")
+
+
 def _read(name: str, directory: Path | None) -> dict[str, Any]:
+    _check_name(name, "")
     path = (directory or SPACES_DIR) / f"{name}.yaml"
     if not path.exists():
         raise SpaceError(f"unknown space '{name}'; choose one of: {', '.join(available(directory))}")
@@ -127,13 +174,44 @@ def _read(name: str, directory: Path | None) -> dict[str, Any]:
     return doc
 
 
-def _check_value(file: str, key: str, value: Any) -> None:
-    if key in NAMED_CHOICES and value not in NAMED_CHOICES[key] and not (key == "model" and value is None):
-        raise SpaceError(f"{file}: {key}: unknown value {value!r}; choose one of: {', '.join(NAMED_CHOICES[key])}")
-    default = TRIAL_DEFAULTS.get(key, BUDGET_DEFAULTS.get(key))
-    numeric = isinstance(default, (int, float)) and not isinstance(default, bool)
-    if numeric and not (isinstance(value, (int, float)) and not isinstance(value, bool)):
-        raise SpaceError(f"{file}: {key}: expected a number, got {value!r}")
+def _mapping(file: str, doc: dict[str, Any], key: str) -> dict[str, Any]:
+    """``doc[key]`` as a mapping (absent or empty: {}), else a SpaceError."""
+    value = doc.get(key)
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise SpaceError(f"{file}: {key}: expected a mapping, got {value!r}")
+    return value
+
+
+def _check_number(where: str, name: str, value: Any, rule: Rule, integer: bool) -> None:
+    if isinstance(value, bool) or not isinstance(value, int if integer else (int, float)):
+        raise SpaceError(f"{where}: expected {'an integer' if integer else 'a number'}, got {value!r}")
+    if not math.isfinite(value):
+        raise SpaceError(f"{where}: expected a finite number, got {value!r}")
+    if not rule[1](value):
+        raise SpaceError(f"{where}: `{name} {rule[0]}` must hold, but got {value!r}")
+
+
+def _check_value(where: str, key: str, value: Any) -> None:
+    """One value of trial setting ``key`` (fixed, a choice, a bound or a ``when`` value)."""
+    if value is None and TRIAL_DEFAULTS[key] is None:
+        return  # null is the setting's "off" (no alpha, inverse frequency, no costs, no weights)
+    if key in NAMED_CHOICES:
+        if not isinstance(value, str) or value not in NAMED_CHOICES[key]:
+            raise SpaceError(f"{where}: unknown {key} {value!r}; choose one of: {', '.join(NAMED_CHOICES[key])}")
+    elif key in RANGES:
+        _check_number(where, key, value, RANGES[key], key in INTEGER_KEYS)
+    elif not isinstance(value, str) or not value:  # weights: imagenet | source | a state-dict file
+        raise SpaceError(f"{where}: expected a name or a file path, got {value!r}")
+
+
+def _check_key(where: str, key: str) -> None:
+    if key in SEARCHER_KEYS:
+        raise SpaceError(f"{where}: set by the searcher for each trial, never by a space file")
+    if key not in TRIAL_DEFAULTS:
+        allowed = ", ".join(k for k in TRIAL_DEFAULTS if k not in SEARCHER_KEYS)
+        raise SpaceError(f"{where}: unknown key; allowed: {allowed}")
 
 
 def _check_param(file: str, key: str, p: Any, earlier: set[str]) -> dict[str, Any]:
@@ -143,20 +221,30 @@ def _check_param(file: str, key: str, p: Any, earlier: set[str]) -> dict[str, An
     unknown = sorted(set(p) - PARAM_KEYS[p["type"]])
     if unknown:
         raise SpaceError(f"{where}: unknown key '{unknown[0]}' for type {p['type']}")
-    for cond, vals in p.get("when", {}).items():
-        if cond not in earlier or not isinstance(vals, list):
-            raise SpaceError(f"{where}.when: '{cond}' must name an earlier param or fixed value, with a list of values")
+    when = p.get("when", {})
+    if "when" in p and (not isinstance(when, dict) or not when):
+        raise SpaceError(f"{where}.when: expected a mapping of earlier keys to lists of values, got {when!r}")
+    for cond, vals in when.items():
+        if cond not in earlier:
+            raise SpaceError(f"{where}.when: '{cond}' must name an earlier param or fixed value")
+        if not isinstance(vals, list) or not vals:
+            raise SpaceError(f"{where}.when.{cond}: expected a non-empty list of values, got {vals!r}")
+        for v in vals:
+            _check_value(f"{where}.when.{cond}", cond, v)
     if p["type"] == "categorical":
         if not isinstance(p.get("choices"), list) or not p["choices"]:
             raise SpaceError(f"{where}: choices must be a non-empty list, got {p.get('choices')!r}")
         for choice in p["choices"]:
-            _check_value(file, key, choice)
+            _check_value(f"{where}.choices", key, choice)
         return p
-    number = float if p["type"] == "float" else int
+    if key not in RANGES or (key in INTEGER_KEYS and p["type"] == "float"):
+        need = "categorical" if key not in RANGES else "int or categorical"
+        raise SpaceError(f"{where}: {key} needs type {need}, got type {p['type']}")
     for bound in ("low", "high"):
         v = p.get(bound)
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or (number is int and not isinstance(v, int)):
-            raise SpaceError(f"{where}: {bound} must be {'a number' if number is float else 'an integer'}, got {v!r}")
+        if p["type"] == "int" and (isinstance(v, bool) or not isinstance(v, int)):
+            raise SpaceError(f"{where}.{bound}: expected an integer, got {v!r}")
+        _check_value(f"{where}.{bound}", key, v)
     if p["low"] > p["high"]:
         raise SpaceError(f"{where}: `low <= high` must hold, but got (low={p['low']}, high={p['high']})")
     if not isinstance(p.get("log", False), bool):
@@ -166,14 +254,64 @@ def _check_param(file: str, key: str, p: Any, earlier: set[str]) -> dict[str, An
     return p
 
 
+def _values(fixed: dict[str, Any], params: dict[str, dict[str, Any]], key: str) -> list[Any]:
+    if key in params:
+        p = params[key]
+        return list(p["choices"]) if p["type"] == "categorical" else [p["low"], p["high"]]
+    return [fixed.get(key, TRIAL_DEFAULTS[key])]
+
+
+def _check_together(file: str, fixed: dict[str, Any], params: dict[str, dict[str, Any]]) -> None:
+    """Settings that only make sense together."""
+    frozen = [f for f in _values(fixed, params, "freeze") if f != "none"]
+    if frozen:
+        models = _values(fixed, params, "model")
+        if "freeze" in params and "model" in params["freeze"].get("when", {}):  # asked only for some models
+            models = [m for m in models if m in params["freeze"]["when"]["model"]]
+        if any(m != "pretrained" for m in models):
+            other = next(m for m in models if m != "pretrained")
+            raise SpaceError(f"{file}: freeze: `freeze == none unless model == pretrained` must hold, "
+                             f"but got freeze={frozen[0]!r} with model={other!r}")
+    costs = any(c is not None for c in _values(fixed, params, "cost_ratio"))
+    if costs and any(u in ("weights", "both") for u in _values(fixed, params, "cost_use")):
+        # the cost matrix's class weights go into weighted_ce, in place of its own weights
+        loss = next((x for x in _values(fixed, params, "loss") if x != "weighted_ce"), None)
+        if loss is not None:
+            raise SpaceError(f"{file}: cost_use: `loss == weighted_ce when cost_use is weights or both` must hold, "
+                             f"but got loss={loss!r}")
+        ratio = next((r for r in _values(fixed, params, "weight_ratio") if r is not None), None)
+        if ratio is not None:
+            raise SpaceError(f"{file}: weight_ratio: `weight_ratio == null when cost_use is weights or both` "
+                             f"must hold (the cost matrix sets the class weights), but got {ratio!r}")
+
+
 def _defaults(file: str, doc: dict[str, Any]) -> dict[str, Any]:
-    defaults = doc.get("defaults") or {}
+    defaults = _mapping(file, doc, "defaults")
     for key, value in defaults.items():
         if key not in BUDGET_DEFAULTS:
             raise SpaceError(f"{file}: defaults.{key}: unknown key; allowed: {', '.join(BUDGET_DEFAULTS)}")
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise SpaceError(f"{file}: defaults.{key}: expected a positive integer, got {value!r}")
+        rule = BUDGET_RANGES.get(key, (">= 1", lambda v: v >= 1))
+        _check_number(f"{file}: defaults.{key}", key, value, rule, integer=True)
     return {**BUDGET_DEFAULTS, **defaults}
+
+
+def _approach(file: str, name: str, doc: dict[str, Any], defaults: dict[str, Any]) -> Space:
+    """One approach from a space file or an inline composite entry: description, fixed and params."""
+    description = doc.get("description", "")
+    if not isinstance(description, str):
+        raise SpaceError(f"{file}: description: expected a string, got {description!r}")
+    fixed = _mapping(file, doc, "fixed")
+    for key, value in fixed.items():
+        _check_key(f"{file}: fixed.{key}", key)
+        _check_value(f"{file}: fixed.{key}", key, value)
+    params: dict[str, dict[str, Any]] = {}
+    for key, p in _mapping(file, doc, "params").items():
+        _check_key(f"{file}: params.{key}", key)
+        if key in fixed:
+            raise SpaceError(f"{file}: params.{key}: also fixed; a key is either fixed or searched")
+        params[key] = _check_param(file, key, p, set(fixed) | set(params))
+    _check_together(file, fixed, params)
+    return Space(name, description, defaults, fixed, params)
 
 
 def load_space(name: str, directory: Path | None = None) -> Space:
@@ -182,21 +320,7 @@ def load_space(name: str, directory: Path | None = None) -> Space:
     file = f"{name}.yaml"
     if "approaches" in doc:
         raise SpaceError(f"{file}: lists approaches; load it with load_spaces")
-    fixed = doc.get("fixed") or {}
-    for key, value in fixed.items():
-        if key not in TRIAL_DEFAULTS:
-            raise SpaceError(f"{file}: fixed.{key}: unknown key; allowed: {', '.join(TRIAL_DEFAULTS)}")
-        _check_value(file, key, value)
-    params: dict[str, dict[str, Any]] = {}
-    for key, p in (doc.get("params") or {}).items():
-        if key not in TRIAL_DEFAULTS:
-            raise SpaceError(f"{file}: params.{key}: unknown key; allowed: {', '.join(TRIAL_DEFAULTS)}")
-        if key in fixed:
-            raise SpaceError(f"{file}: params.{key}: also fixed; a key is either fixed or searched")
-        params[key] = _check_param(file, key, p, set(fixed) | set(params))
-    if not params:
-        raise SpaceError(f"{file}: params: a space must search at least one parameter")
-    return Space(name, str(doc.get("description", "")), _defaults(file, doc), fixed, params)
+    return _approach(file, name, doc, _defaults(file, doc))
 
 
 def load_spaces(name: str, directory: Path | None = None) -> list[Space]:
@@ -207,14 +331,29 @@ def load_spaces(name: str, directory: Path | None = None) -> list[Space]:
     file = f"{name}.yaml"
     approaches = doc["approaches"]
     if not isinstance(approaches, list) or not approaches:
-        raise SpaceError(f"{file}: approaches must be a non-empty list of space names")
-    if set(doc) - {"description", "defaults", "approaches"}:
-        raise SpaceError(f"{file}: a composite space holds only description, defaults and approaches")
+        raise SpaceError(f"{file}: approaches: expected a non-empty list of space names or mappings, got {approaches!r}")
+    extra = sorted(set(doc) - {"description", "defaults", "approaches"})
+    if extra:
+        raise SpaceError(f"{file}: {extra[0]}: a composite space holds only description, defaults and approaches")
     budget = _defaults(file, doc)
-    spaces = []
-    for approach in approaches:
-        if approach == name:
-            raise SpaceError(f"{file}: approaches: '{name}' cannot list itself")
-        space = load_space(approach, directory)
-        spaces.append(Space(space.name, space.description, budget, space.fixed, space.params))
+    spaces: list[Space] = []
+    for i, entry in enumerate(approaches):
+        where = f"{file}: approaches[{i}]"
+        if isinstance(entry, str):
+            _check_name(entry, f"{where}: ")
+            if entry == name:
+                raise SpaceError(f"{where}: '{name}' cannot list itself")
+            space = load_space(entry, directory)
+        elif isinstance(entry, dict):
+            unknown = sorted(set(entry) - set(INLINE_KEYS))
+            if unknown:
+                raise SpaceError(f"{where}: unknown key '{unknown[0]}'; an inline approach holds {', '.join(INLINE_KEYS)}"
+                                 " (the budget is the composite's)")
+            _check_name(entry.get("name"), f"{where}: ")
+            space = _approach(f"{file}: approaches.{entry['name']}", entry["name"], entry, budget)
+        else:
+            raise SpaceError(f"{where}: expected a space name or a mapping with {', '.join(INLINE_KEYS)}, got {entry!r}")
+        if any(s.name == space.name for s in spaces):
+            raise SpaceError(f"{where}: approach '{space.name}' is listed twice; approach names must be unique")
+        spaces.append(replace(space, defaults=budget))
     return spaces

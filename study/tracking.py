@@ -29,13 +29,6 @@ PARENT, CHILD = "parent", "child"
 METRIC_PREFIXES = ("val_", "train_", "test_")
 
 
-def absolute_uri(uri: str) -> str:
-    """sqlite:///relative.db -> sqlite:////absolute/relative.db (Ray changes trial working dirs)."""
-    if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
-        return "sqlite:///" + str(Path(uri[len("sqlite:///"):]).resolve())
-    return uri
-
-
 def flat_params(config: dict[str, Any]) -> dict[str, str]:
     """Flattened, short-named parameters; unset (None) values are left out."""
     out: dict[str, str] = {}
@@ -133,7 +126,7 @@ class Tracker:
         tags = {"classes": json.dumps(self.classes), "minority": minority, "data": data}
         # approach first: the UI cuts long names, and "<space>-2026..." told parents apart by nothing visible
         self.parent_id = self._find_or_create(PARENT, f"{approach} · {study_id}", tags)
-        self.children: dict[str, str] = {}
+        self.children: dict[tuple[str, str], str] = {}
         self.last_step: dict[str, int] = {}
 
     def _find(self, role: str, extra: str = "") -> list:
@@ -157,20 +150,20 @@ class Tracker:
 
     def child(self, trial_id: str, config: dict[str, Any], tags: dict[str, str]) -> str:
         """The trial's child run: reattached when it exists (resume), created once otherwise."""
-        if trial_id not in self.children:
-            phase = tags.get("phase", "search")
+        phase = tags.get("phase", "search")
+        if (trial_id, phase) not in self.children:
             run_id = self._find_or_create(
                 CHILD, f"{self.approach}-{phase}-{trial_id}",
                 {"trial_id": trial_id, "mlflow.parentRunId": self.parent_id, **tags},
                 extra=f" and tags.trial_id = '{trial_id}' and tags.phase = '{phase}'",
             )
-            self.children[trial_id] = run_id
+            self.children[trial_id, phase] = run_id
             history = self.client.get_metric_history(run_id, VAL_MACRO_F1)
             self.last_step[run_id] = max((m.step for m in history), default=0)
             if not history:
                 self.log_params(run_id, flat_params(config))
                 self.client.log_dict(run_id, config, "config.json")
-        return self.children[trial_id]
+        return self.children[trial_id, phase]
 
     def log_params(self, run_id: str, params: dict[str, str]) -> None:
         """Each parameter once: a resumed study must not log a parameter again (MLflow refuses a second value)."""

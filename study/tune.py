@@ -33,7 +33,6 @@ from study.sources import DataError, check_source, parse_counts, parse_ratio
 from study.spaces import SpaceError, available, load_spaces
 from study.weights import WeightsError, check_weights, source_checkpoint
 
-DEFAULT_TRACKING_URI = "sqlite:///results/mlflow.db"
 SMOKE = {"epochs": 2, "num_samples": 2, "batch_size": 32, "grace_period": 1}
 SPACE_NAME = re.compile(r"[A-Za-z0-9_-]+")
 ADDRESS_TIMEOUT_S = 5.0
@@ -90,9 +89,10 @@ def parser() -> Parser:
                     "resources allow)")
     ap.add_argument("--address", default=None, help="join an existing Ray cluster (auto or host:port); default: a fresh "
                     "local Ray")
-    ap.add_argument("--tracking-uri", default=DEFAULT_TRACKING_URI, help=f"MLflow tracking URI (default {DEFAULT_TRACKING_URI})")
-    ap.add_argument("--storage-path", default="results/ray", help="Ray Tune storage for checkpoints and state (default "
-                    "results/ray)")
+    ap.add_argument("--tracking-uri", default=None, help="MLflow tracking URI: sqlite:///path.db or http(s)://host:port "
+                    "(default sqlite:///<results-dir>/mlflow.db)")
+    ap.add_argument("--storage-path", default=None, help="Ray Tune storage for checkpoints and state, a folder or a URI "
+                    "such as s3://bucket/path (default <results-dir>/ray)")
     ap.add_argument("--results-dir", default="results", help="summaries, data cache and source checkpoints (default results)")
     ap.add_argument("--resume", action="store_true", help="continue the latest interrupted study of this space")
     ap.add_argument("--smoke", action="store_true", help="tiny subsets, 2 trials of 2 epochs per approach: what CI runs")
@@ -166,8 +166,9 @@ def check_address(address: str | None) -> None:
                          f"{err.strerror or err}") from None
 
 
-def check_tracking_uri(uri: str) -> str:
-    """An absolute, usable tracking URI: a sqlite file in an existing folder, or a server that answers."""
+def check_tracking_uri(uri: str, results: Path) -> str:
+    """An absolute, usable tracking URI: a server that answers, or a sqlite file in an existing folder (or in
+    the results folder, which the study creates)."""
     if uri.startswith(("http://", "https://")):
         try:
             with urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=5) as resp:
@@ -180,11 +181,11 @@ def check_tracking_uri(uri: str) -> str:
         raise UsageError(f"unsupported tracking URI {uri!r}: use sqlite:///path.db or http(s)://host:port")
     path = Path(uri[len("sqlite:///"):]).expanduser()
     folder = path.resolve().parent
-    if not folder.is_dir():
+    if not folder.is_dir() and folder != results:
         raise UsageError(f"tracking URI {uri}: folder {folder} does not exist")
     if path.exists() and not path.is_file():
         raise UsageError(f"tracking URI {uri}: {path} is not a file")
-    if not os.access(folder, os.W_OK):
+    if folder.is_dir() and not os.access(folder, os.W_OK):
         raise UsageError(f"tracking URI {uri}: folder {folder} is not writable")
     return "sqlite:///" + str(path.resolve())  # absolute: Ray changes trial working dirs
 
@@ -263,12 +264,13 @@ def preflight(argv: list[str] | None) -> Plan:
     ratio, counts = parse_ratio(args.ratio), parse_counts(args.counts)
     if ratio is not None and counts is not None:
         raise UsageError("--ratio and --counts both given; choose one")
-    check_source(args.data)
+    check_source(args.data, counts)
     budget = budget_of(args, spaces[0].defaults)
     if budget.image_size < 16 or budget.image_size > 1024:
         raise UsageError(f"image size must be in 16..1024, got {budget.image_size}")
     results = writable(Path(args.results_dir), "--results-dir")
-    storage = args.storage_path if "://" in args.storage_path else str(writable(Path(args.storage_path), "--storage-path"))
+    storage_path = args.storage_path or str(results / "ray")
+    storage = storage_path if "://" in storage_path else str(writable(Path(storage_path), "--storage-path"))
     weights = {}
     for space in spaces:
         for name in space.values("weights"):
@@ -277,7 +279,7 @@ def preflight(argv: list[str] | None) -> Plan:
                     weights[f"{name}@{backbone}"] = source_checkpoint(budget.image_size, args.smoke, results / "checkpoints")
                 elif name:
                     weights[f"{name}@{backbone}"] = check_weights(name, backbone, results / "checkpoints")
-    uri = check_tracking_uri(args.tracking_uri)
+    uri = check_tracking_uri(args.tracking_uri or f"sqlite:///{results / 'mlflow.db'}", results)
     check_address(args.address)
     seeds = args.confirm_seeds if args.confirm_seeds is not None else (5 if len(spaces) > 1 else 3)
     study_id = latest_study(storage, args.space) if args.resume else new_study_id(args.space)

@@ -1,12 +1,13 @@
-"""study/costs.py: rescaling, consistency, one-vs-one, minimum-cost decisions, the generator."""
+"""study/costs.py: rescaling, consistency, minimum-cost decisions, the consistent generator; no arrow to costsens."""
 
 from __future__ import annotations
 
+import ast
 from itertools import combinations
+from pathlib import Path
 
 import numpy as np
 import pytest
-from sklearn.tree import DecisionTreeClassifier
 
 from study import costs as C
 
@@ -85,12 +86,10 @@ def test_paper_cost_vector_is_recovered_from_its_matrix() -> None:
         cm[i, j], cm[j, i] = a * PAPER_CV[i], a * PAPER_CV[j]
     assert C.is_consistent(cm)
     np.testing.assert_allclose(C.consistent_weights(cm), PAPER_CV, rtol=1e-12)
-    # and direct rescaling then weighs each class proportionally to cv
-    y = np.repeat([0, 1, 2], ANN_TRAIN_COUNTS)
-    sw = C.direct_sample_weights(y, cm)
-    per_class = np.array([sw[y == c][0] for c in range(3)])
-    np.testing.assert_allclose(per_class / per_class.max(), PAPER_CV, rtol=1e-12)
-    assert sw.sum() == pytest.approx(len(y))
+    # and direct rescaling then weighs each class proportionally to cv, keeping the set's size
+    w = C.rescaled_class_weights(cm, ANN_TRAIN_COUNTS)
+    np.testing.assert_allclose(w / w.max(), PAPER_CV, rtol=1e-12)
+    assert np.dot(w, ANN_TRAIN_COUNTS) == pytest.approx(sum(ANN_TRAIN_COUNTS))
 
 
 def test_rescaled_class_weights_for_a_binary_fn_fp_ratio() -> None:
@@ -112,94 +111,13 @@ def test_undetermined_or_non_positive_weights_are_errors() -> None:
         C.consistent_weights(free)
 
 
-# ---------------------------------------------------------------- one-vs-one
-
-
-class ConstantLowest:
-    """Stub learner: predicts the lowest label it was trained on; records the weights."""
-
-    def __init__(self, log: list) -> None:
-        self.log = log
-
-    def fit(self, X, y, sample_weight=None):  # noqa: ANN001, ANN201 - sklearn signature
-        self.label = int(np.min(y))
-        self.log.append((tuple(np.unique(y)), np.asarray(y), np.asarray(sample_weight)))
-        return self
-
-    def predict(self, X):  # noqa: ANN001, ANN201
-        return np.full(len(X), self.label)
-
-
-def test_one_vs_one_trains_every_pair_with_its_2x2_rescaling() -> None:
-    log: list = []
-    y = np.repeat([0, 1, 2], [10, 20, 70])
-    X = np.zeros((len(y), 1))
-    model = C.OneVsOneCostClassifier(lambda: ConstantLowest(log), INCONSISTENT).fit(X, y)
-    assert model.pairs_ == [(0, 1), (0, 2), (1, 2)]
-    assert len(model.estimators_) == 3  # k(k-1)/2
-    for (classes, ys, sw), (i, j) in zip(log, model.pairs_):
-        assert classes == (i, j)
-        n_i, n_j = np.sum(ys == i), np.sum(ys == j)
-        c_i, c_j = INCONSISTENT[i, j], INCONSISTENT[j, i]
-        expected = C.rescaling_weights([c_i, c_j], [n_i, n_j])
-        np.testing.assert_allclose(sw[ys == i], expected[0])
-        np.testing.assert_allclose(sw[ys == j], expected[1])
-    # votes: 0 wins (0,1) and (0,2), 1 wins (1,2) -> 0 everywhere
-    np.testing.assert_array_equal(model.votes(X[:2]), [[2, 1, 0], [2, 1, 0]])
-    np.testing.assert_array_equal(model.predict(X[:2]), [0, 0])
-
-
-def test_one_vs_one_majority_vote_on_toy_set() -> None:
-    rng = np.random.default_rng(0)
-    centres = np.array([0.0, 10.0, 20.0])
-    y = np.repeat([0, 1, 2], [8, 15, 40])
-    X = (centres[y] + rng.normal(0, 1, len(y)))[:, None]
-    model = C.OneVsOneCostClassifier(
-        lambda: DecisionTreeClassifier(criterion="entropy", random_state=0), INCONSISTENT
-    ).fit(X, y)
-    X_test = np.array([[0.2], [9.5], [20.7], [-3.0], [30.0]])
-    np.testing.assert_array_equal(model.predict(X_test), [0, 1, 2, 0, 2])
-    # the winner of each row has k-1 = 2 votes
-    assert (model.votes(X_test).max(axis=1) == 2).all()
-
-
-def test_one_vs_one_tie_goes_to_lowest_label() -> None:
-    class Cyclic:  # (0,1) -> 1, (0,2) -> 0, (1,2) -> 2: one vote each
-        def fit(self, X, y, sample_weight=None):  # noqa: ANN001, ANN201
-            self.label = {(0, 1): 1, (0, 2): 0, (1, 2): 2}[tuple(np.unique(y))]
-            return self
-
-        def predict(self, X):  # noqa: ANN001, ANN201
-            return np.full(len(X), self.label)
-
-    y = np.array([0, 1, 2, 0, 1, 2])
-    model = C.OneVsOneCostClassifier(Cyclic, INCONSISTENT).fit(np.zeros((6, 1)), y)
-    np.testing.assert_array_equal(model.predict(np.zeros((1, 1))), [0])
-
-
-def test_fit_cost_sensitive_dispatches_on_consistency() -> None:
-    y = np.repeat([0, 1, 2], [5, 10, 20])
-    X = np.arange(len(y), dtype=float)[:, None]
-    make = lambda: DecisionTreeClassifier(criterion="entropy", random_state=0)  # noqa: E731
-    assert isinstance(C.fit_cost_sensitive(make, X, y, CONSISTENT), DecisionTreeClassifier)
-    assert isinstance(C.fit_cost_sensitive(make, X, y, INCONSISTENT), C.OneVsOneCostClassifier)
-    with pytest.raises(C.InconsistentCostError):
-        C.fit_rescaled(make, X, y, INCONSISTENT)
-
-
-def test_one_vs_one_predict_before_fit_is_an_error() -> None:
-    with pytest.raises(RuntimeError, match="not fitted"):
-        C.OneVsOneCostClassifier(DecisionTreeClassifier, CONSISTENT).predict(np.zeros((1, 1)))
-
-
 # ---------------------------------------------------------------- decisions and the metric
 
 
 @pytest.mark.parametrize("positive", [0, 1])
-def test_min_cost_decision_equals_binary_threshold(positive: int) -> None:
-    cm = C.binary_cost_matrix(3.0, positive=positive)  # C_FN = 3, C_FP = 1 -> t = 1/4
-    t = C.binary_threshold(cm, positive=positive)
-    assert t == 0.25
+def test_min_cost_decision_is_the_binary_threshold(positive: int) -> None:
+    cm = C.binary_cost_matrix(3.0, positive=positive)  # C_FN = 3, C_FP = 1 -> t = C_FP / (C_FP + C_FN) = 1/4
+    t = 0.25
     p_pos = np.arange(257) / 256  # dyadic: exact arithmetic, includes p = t exactly
     proba = np.zeros((257, 2))
     proba[:, positive], proba[:, 1 - positive] = p_pos, 1 - p_pos
@@ -212,8 +130,7 @@ def test_min_cost_decision_threshold_random_costs() -> None:
     for _ in range(200):
         c_fp, c_fn = rng.uniform(0.1, 10, 2)
         cm = np.array([[0, c_fp], [c_fn, 0]])  # positive = 1
-        t = C.binary_threshold(cm)
-        assert t == pytest.approx(c_fp / (c_fp + c_fn))
+        t = c_fp / (c_fp + c_fn)
         p = rng.uniform(0, 1, 50)
         p = p[np.abs(p - t) > 1e-9]
         pred = C.min_cost_decision(np.column_stack([1 - p, p]), cm)
@@ -232,7 +149,6 @@ def test_min_cost_decision_multiclass_by_hand() -> None:
 def test_binary_cost_matrix_layout() -> None:
     np.testing.assert_array_equal(C.binary_cost_matrix(5, positive=0), [[0, 5], [1, 0]])
     np.testing.assert_array_equal(C.binary_cost_matrix(5, positive=1), [[0, 1], [5, 0]])
-    assert C.binary_threshold(C.binary_cost_matrix(5, positive=0), positive=0) == pytest.approx(1 / 6)
     with pytest.raises(C.CostMatrixError, match="FN:FP cost ratio must be a positive number, but got -1"):
         C.binary_cost_matrix(-1, positive=0)
     with pytest.raises(ValueError, match="positive must be 0 or 1, but got 2"):
@@ -277,7 +193,7 @@ def test_errors_are_value_errors_and_reach_every_entry_point() -> None:
         with pytest.raises(C.CostMatrixError, match="non-negative"):
             call(bad)
     with pytest.raises(C.CostMatrixError, match="number of classes"):
-        C.binary_threshold(CONSISTENT)
+        C.rescaled_class_weights(CONSISTENT, [10, 20])
 
 
 # ---------------------------------------------------------------- generator
@@ -305,24 +221,15 @@ def test_generator_consistent_kind_over_1000_draws(counts: list[int]) -> None:
         assert cv[s] == 1.0 and cv[big] == cv.min() and (cv > 0).all()
 
 
-@pytest.mark.parametrize("counts", [ANN_TRAIN_COUNTS, GLASS_COUNTS])
-def test_generator_inconsistent_kind_over_1000_draws(counts: list[int]) -> None:
-    rng = np.random.default_rng(2014)
-    for _ in range(1000):
-        cm = C.random_cost_matrix(counts, rng, kind="inconsistent")
-        _check_paper_constraints(cm, counts, C.PAPER_N)
-        assert not C.is_consistent(cm)
-
-
 def test_generator_is_seeded_and_checks_its_arguments() -> None:
-    a = C.random_cost_matrix(GLASS_COUNTS, np.random.default_rng(7), kind="inconsistent")
-    b = C.random_cost_matrix(GLASS_COUNTS, np.random.default_rng(7), kind="inconsistent")
+    a = C.random_cost_matrix(GLASS_COUNTS, np.random.default_rng(7))
+    b = C.random_cost_matrix(GLASS_COUNTS, np.random.default_rng(7))
     np.testing.assert_array_equal(a, b)
     rng = np.random.default_rng(0)
-    with pytest.raises(ValueError, match="unknown cost-matrix kind 'random'; choose one of: consistent, inconsistent"):
-        C.random_cost_matrix([1, 2, 3], rng, kind="random")  # type: ignore[arg-type]
-    with pytest.raises(ValueError, match="needs at least 3 classes .* but got 2"):
-        C.random_cost_matrix([10, 90], rng, kind="inconsistent")
+    with pytest.raises(ValueError, match="unknown cost-matrix kind 'inconsistent'; the image study draws only: consistent"):
+        C.random_cost_matrix([1, 2, 3], rng, kind="inconsistent")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match=r"need at least 2 classes, but got class_counts=\[5\]"):
+        C.random_cost_matrix([5], rng)
     with pytest.raises(ValueError, match=r"n \(largest cost\) must be > 1, but got 1"):
         C.random_cost_matrix([10, 90], rng, n=1)
 
@@ -337,3 +244,24 @@ def test_generator_pairs_follow_cv_ratios() -> None:
 def test_min_cost_tie_goes_to_costlier_class_then_lowest_label() -> None:
     np.testing.assert_array_equal(C.min_cost_decision([[0.5, 0.5]], [[0, 1], [1, 0]]), [0])
     np.testing.assert_array_equal(C.min_cost_decision([[0.25, 0.75]], [[0, 3], [1, 0]]), [0])
+
+
+def test_check_labels_names_the_argument() -> None:
+    np.testing.assert_array_equal(C.check_labels([2, 0], 3), [2, 0])
+    with pytest.raises(ValueError, match=r"y_true must be 1-D, but got shape \(1, 2\)"):
+        C.check_labels([[0, 1]], 2, "y_true")
+    with pytest.raises(ValueError, match=r"y must hold integer labels 0..1, but got values \[0.5\]"):
+        C.check_labels([0.5], 2)
+
+
+# ---------------------------------------------------------------- package arrows
+
+
+def test_the_image_study_never_imports_costsens() -> None:
+    """costsens builds on study.costs; an import the other way would tie the image study to the tabular one."""
+    study = Path(__file__).resolve().parents[1] / "study"
+    for path in sorted(study.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"), str(path))):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else (
+                [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+            assert not any(n == "costsens" or n.startswith("costsens.") for n in names), f"{path.name} imports {names}"

