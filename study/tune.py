@@ -268,6 +268,10 @@ def preflight(argv: list[str] | None) -> Plan:
     budget = budget_of(args, spaces[0].defaults)
     if budget.image_size < 16 or budget.image_size > 1024:
         raise UsageError(f"image size must be in 16..1024, got {budget.image_size}")
+    for space in spaces:  # rules that need the budget after the flags' overrides
+        if "ldam_drw" in space.values("loss") and min(space.values("drw_epoch")) > budget.epochs:
+            raise UsageError(f"{space.name}: drw_epoch {min(space.values('drw_epoch'))} is after the last epoch "
+                             f"({budget.epochs}): deferred re-weighting would never start")
     results = writable(Path(args.results_dir), "--results-dir")
     storage_path = args.storage_path or str(results / "ray")
     storage = storage_path if "://" in storage_path else str(writable(Path(storage_path), "--storage-path"))

@@ -17,6 +17,8 @@ from ray.cluster_utils import Cluster
 
 from studyutil import TIMEOUT, free_port, runs, study
 
+pytestmark = pytest.mark.e2e
+
 SPACE = """\
 description: a short study for the cluster tests
 defaults: {epochs: EPOCHS, num_samples: TRIALS, grace_period: EPOCHS, reduction_factor: 2, batch_size: 32}
@@ -77,7 +79,7 @@ def check_runs(c: MlflowClient, trials: int) -> list:
     assert all(r.data.tags["mlflow.parentRunId"] == parents[0].info.run_id for r in children)
     assert all(r.info.status == "FINISHED" for r in all_runs), [r.info.status for r in all_runs]
     for r in children:
-        steps = [m.step for m in c.get_metric_history(r.info.run_id, "macro_f1")]
+        steps = [m.step for m in c.get_metric_history(r.info.run_id, "val_macro_f1")]
         assert steps == sorted(set(steps)) and steps
     return children
 
@@ -87,7 +89,7 @@ def test_multi_node_study_through_an_mlflow_server(tmp_path: Path, cluster, mlfl
     storage = tmp_path / "storage"
     started = time.time()
     study(tmp_path, "--space", "short", "--spaces-dir", str(write_space(tmp_path, 2, 6)), "--data", "digits",
-          "--address", c.address, "--tracking-uri", mlflow_server, "--storage-path", str(storage))
+          "--address", c.address, "--tracking-uri", mlflow_server, "--storage-path", str(storage), "--confirm-seeds", "0")
     wall = time.time() - started
     children = check_runs(MlflowClient(tracking_uri=mlflow_server), 6)
     nodes = {r.data.tags["node_id"] for r in children}
@@ -111,7 +113,8 @@ def test_sqlite_tracking_on_a_multi_node_cluster_is_refused(tmp_path: Path, clus
 def test_a_node_removed_mid_study_restarts_its_trials_from_checkpoints(tmp_path: Path, cluster, mlflow_server: str) -> None:
     c, workers = cluster
     args = ["--space", "short", "--spaces-dir", str(write_space(tmp_path, 8, 3)), "--data", "digits",
-            "--address", c.address, "--tracking-uri", mlflow_server, "--storage-path", str(tmp_path / "storage")]
+            "--address", c.address, "--tracking-uri", mlflow_server, "--storage-path", str(tmp_path / "storage"),
+            "--confirm-seeds", "0"]
     proc = subprocess.Popen([sys.executable, "-m", "study.tune", *args], cwd=tmp_path, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True, start_new_session=True)
     client = MlflowClient(tracking_uri=mlflow_server)
@@ -123,7 +126,7 @@ def test_a_node_removed_mid_study_restarts_its_trials_from_checkpoints(tmp_path:
             exp = client.get_experiment_by_name("short")
             on_victim = exp and [r for r in runs(client, "short", "tags.role = 'child'")
                                  if r.data.tags.get("node_id") == victim.node_id and r.info.status == "RUNNING"
-                                 and len(client.get_metric_history(r.info.run_id, "macro_f1")) >= 2]
+                                 and len(client.get_metric_history(r.info.run_id, "val_macro_f1")) >= 2]
             if on_victim:
                 c.remove_node(victim)  # the node dies while its trial is mid-way
                 break

@@ -24,6 +24,7 @@ def tune(cwd: Path, *args: str, timeout: int = 600) -> subprocess.CompletedProce
                           text=True, timeout=timeout)
 
 
+@pytest.mark.engine
 def test_cost_matrix_study_logs_a_child_run_per_matrix(tmp_path: Path) -> None:
     proc = tune(tmp_path, "--dataset", "glass", "--num-samples", "1", "--repetitions", "2")
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]

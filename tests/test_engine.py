@@ -314,6 +314,7 @@ def setup_for(tmp_path: Path, approaches: list[str]):
     return TuneSetup(toy_trainable, {0: None}, None, {}, 1, 0, 2, True, str(tmp_path / "ray"), trackers, "state.pt", False)
 
 
+@pytest.mark.engine
 def test_a_real_search_runs_each_approach_with_its_own_seeds_and_prunes_losers(tmp_path, local_ray) -> None:
     from mlflow.tracking import MlflowClient
 
@@ -346,6 +347,7 @@ def test_a_real_search_runs_each_approach_with_its_own_seeds_and_prunes_losers(t
     assert len(children) == 6 and {r.data.tags["phase"] for r in children} == {"search"}
 
 
+@pytest.mark.engine
 def test_a_real_confirmation_runs_every_config_to_the_end(tmp_path, local_ray) -> None:
     from study import engine
     from study.tracking import Tracker

@@ -1,6 +1,7 @@
 """Whole studies through the CLI, in a subprocess, in a scratch directory: smoke studies of every
-approach, ASHA stopping trials early, and a SIGKILLed driver resumed with --resume, its storage a local
-path or S3 (a moto server on 127.0.0.1)."""
+approach with their confirmation runs, ASHA stopping trials early, Ctrl-C as a pause, two studies
+started at once on a fresh tracking file, and a SIGKILLed driver resumed with --resume, its storage a
+local path or S3 (a moto server on 127.0.0.1)."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ import pyarrow.fs
 import pytest
 from mlflow.tracking import MlflowClient
 
-from study.pruning import stored_trials
+from study.engine import stored_trials
 from study.spaces import load_spaces
 from studyutil import free_port, runs, study
 
@@ -29,34 +30,52 @@ def artifact_paths(c: MlflowClient, run_id: str) -> set[str]:
     return {a.path for a in c.list_artifacts(run_id)}
 
 
-def test_smoke_study_of_every_approach(tmp_path: Path) -> None:
-    proc = study(tmp_path, "--space", "all", "--smoke")
+pytestmark = pytest.mark.e2e
+
+
+def test_smoke_study_of_every_approach_with_confirmation(tmp_path: Path) -> None:
+    proc = study(tmp_path, "--space", "all", "--smoke", "--confirm-seeds", "2")
     c = client(tmp_path)
     approaches = [s.name for s in load_spaces("all")]
     parents = runs(c, "all", "tags.role = 'parent'")
     assert sorted(p.data.tags["approach"] for p in parents) == sorted(approaches)
     assert len({p.data.tags["study_id"] for p in parents}) == 1
+    assert not [r for r in runs(c, "all") if r.info.status == "RUNNING"]
     for parent in parents:
         assert parent.info.status == "FINISHED"
-        assert "test_macro_f1" in parent.data.metrics and "macro_f1" in parent.data.metrics
-        assert {"best_config.json", "test_confusion_matrix.png", "test_per_class_report.tsv"} <= artifact_paths(c, parent.info.run_id)
+        assert parent.info.run_name == f"{parent.data.tags['approach']} · {parent.data.tags['study_id']}"
+        m = parent.data.metrics
+        assert {"val_macro_f1", "test_macro_f1_mean", "test_macro_f1_ci_low", "test_macro_f1_ci_high",
+                "test_expected_cost_mean"} <= set(m)
+        assert m["test_macro_f1_ci_low"] <= m["test_macro_f1_mean"] <= m["test_macro_f1_ci_high"]
+        assert "Test macro-F1" in parent.data.tags["mlflow.note.content"]
+        assert {"final_config.json", "eval_costs.json"} <= artifact_paths(c, parent.info.run_id)
         children = runs(c, "all", f"tags.mlflow.parentRunId = '{parent.info.run_id}'")
-        assert len(children) == 2  # --smoke: two trials per approach
+        search = [r for r in children if r.data.tags["phase"] == "search"]
+        confirm = [r for r in children if r.data.tags["phase"] == "confirm"]
+        assert len(search) == 2 and len(confirm) == 2  # --smoke: two trials; --confirm-seeds 2
+        assert sorted(r.data.tags["confirm_seed"] for r in confirm) == ["0", "1"]
         for child in children:
             assert child.info.status == "FINISHED"
             assert child.data.tags["approach"] == parent.data.tags["approach"]
-            steps = [m.step for m in c.get_metric_history(child.info.run_id, "macro_f1")]
+            steps = [m.step for m in c.get_metric_history(child.info.run_id, "val_macro_f1")]
             assert steps == list(range(1, len(steps) + 1)) and steps
-            assert {"lr", "loss", "sampler", "model"} <= set(child.data.params)
-            assert {"config.json", "val_confusion_matrix.png", "val_per_class_report.tsv"} <= artifact_paths(c, child.info.run_id)
-    # once trials have ended, only each approach's best trial keeps checkpoints on the storage path
-    holders = {c.parent for c in (tmp_path / "results" / "ray").glob("all-*/all/*/checkpoint_*")}
-    assert len(holders) == len(approaches)
+            assert {"lr", "loss", "sampler", "model", "trial_seed"} <= set(child.data.params)
+        for child in confirm:  # the full budget, never stopped early, test figures at its own best epoch
+            assert child.data.tags["stopped_early"] == "false" and child.data.tags["epochs_run"] == "2"
+            assert {"test_macro_f1", "test_minority_recall", "test_expected_cost", "selected_epoch"} <= set(child.data.metrics)
+            assert "test_predictions.json" in artifact_paths(c, child.info.run_id)
+        assert len({r.data.params["trial_seed"] for r in search}) == 2  # every trial its own seed
+    # once trials have ended, only each approach's best search trial keeps checkpoints; confirmation runs none
+    holders = {c.parent for c in (tmp_path / "results" / "ray").glob("all-*/*/*/checkpoint_*")}
+    assert len(holders) == len(approaches) and all(h.parent.name == "all" for h in holders)
     summary = tmp_path / "results" / "all"
     assert {"summary.md", "summary.csv", "comparison.png"} <= {p.name for p in summary.iterdir()}
+    header = (summary / "summary.csv").read_text().splitlines()[0].split(",")
+    assert {"test_macro_f1_mean", "test_macro_f1_ci_low", "test_macro_f1_ci_high", "delta_vs_baseline", "p_holm"} <= set(header)
     for approach in approaches:
-        assert f"| {approach} |" in (summary / "summary.md").read_text()
-        assert f"best {approach}: validation macro-F1" in proc.stdout
+        assert approach in (summary / "summary.md").read_text()
+        assert f"{approach}: search validation macro-F1" in proc.stdout
     # the report rebuilds the same table from MLflow alone
     (summary / "summary.csv").unlink()
     subprocess.run([sys.executable, "-m", "study.report", "--space", "all"], cwd=tmp_path, check=True, timeout=300)
@@ -76,7 +95,8 @@ def test_asha_stops_poor_trials_early(tmp_path: Path) -> None:
     spaces = tmp_path / "spaces"
     spaces.mkdir()
     (spaces / "asha.yaml").write_text(ASHA_SPACE)
-    study(tmp_path, "--space", "asha", "--spaces-dir", str(spaces), "--data", "digits", "--ratio", "0.5", "--max-concurrent", "2")
+    study(tmp_path, "--space", "asha", "--spaces-dir", str(spaces), "--data", "digits", "--ratio", "0.5", "--max-concurrent", "2",
+          "--confirm-seeds", "0")
     children = runs(client(tmp_path), "asha", "tags.role = 'child'")
     assert len(children) == 8 and all(r.info.status == "FINISHED" for r in children)
     stopped = [r for r in children if r.data.tags["stopped_early"] == "true"]
@@ -131,7 +151,7 @@ def stored_snapshot(storage: str, space: str) -> list[tuple[dict, dict]]:
     """The trials of the latest study's experiment snapshot on the storage, as --resume would find them."""
     fs, root = filesystem(storage)
     studies = sorted(f.path for f in fs.get_file_info(pyarrow.fs.FileSelector(root, allow_not_found=True))
-                     if f.base_name.startswith(f"{space}-"))
+                     if f.base_name.startswith(f"{space}-") and f.type == pyarrow.fs.FileType.Directory)
     return stored_trials(fs, f"{studies[-1]}/{space}") if studies else []
 
 
@@ -144,7 +164,7 @@ def test_sigkilled_study_resumes_without_duplicates(tmp_path: Path, storage: str
     (spaces / "slow.yaml").write_text("description: two approaches, two trials each\napproaches: [slow_ce, slow_focal]\n"
                                       "defaults: {epochs: 6, num_samples: 2, grace_period: 1, reduction_factor: 2, batch_size: 32}\n")
     args = ["--space", "slow", "--spaces-dir", str(spaces), "--data", "digits", "--ratio", "0.5", "--max-concurrent", "1",
-            "--storage-path", storage]
+            "--storage-path", storage, "--confirm-seeds", "0"]
     proc = subprocess.Popen([sys.executable, "-m", "study.tune", *args], cwd=tmp_path, start_new_session=True,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 300
@@ -181,10 +201,67 @@ def test_sigkilled_study_resumes_without_duplicates(tmp_path: Path, storage: str
         mine = [r for r in children if r.data.tags["mlflow.parentRunId"] == parent.info.run_id]
         assert len(mine) == 2 and all(r.data.params["approach"] == parent.data.tags["approach"] for r in mine)
     for r in children:
-        steps = [m.step for m in c.get_metric_history(r.info.run_id, "macro_f1")]
+        steps = [m.step for m in c.get_metric_history(r.info.run_id, "val_macro_f1")]
         assert len(steps) == len(set(steps)), f"duplicated epochs in {r.data.tags['trial_id']}: {steps}"
     resumed = [int(r.data.tags["resumed_from_epoch"]) for r in children if "resumed_from_epoch" in r.data.tags]
     assert resumed and min(resumed) >= 1, "the trial under way restarts from its checkpoint, not from scratch"
     # the storage holds the study; of its ended trials only each approach's best kept checkpoints
     holders = {path.rsplit("/", 2)[-2] for path in checkpoint_dirs(storage)}
     assert len(holders) == 2 and not (tmp_path / "results" / "ray").exists()
+
+
+def test_ctrl_c_pauses_a_study_and_resume_finishes_it(tmp_path: Path) -> None:
+    spaces = tmp_path / "spaces"
+    spaces.mkdir()
+    (spaces / "pause.yaml").write_text(ASHA_SPACE.replace("1.0e-7", "1.0e-3").replace("num_samples: 8", "num_samples: 2"))
+    args = ["--space", "pause", "--spaces-dir", str(spaces), "--data", "digits", "--ratio", "0.5", "--max-concurrent", "1",
+            "--confirm-seeds", "1"]
+    proc = subprocess.Popen([sys.executable, "-m", "study.tune", *args], cwd=tmp_path, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    c, deadline = client(tmp_path), time.time() + 300
+    try:
+        while time.time() < deadline:  # pause once the first trial has reported an epoch
+            time.sleep(0.5)
+            try:
+                done = [r for r in runs(c, "pause", "tags.role = 'child'") if c.get_metric_history(r.info.run_id, "val_macro_f1")]
+            except Exception:  # the experiment does not exist yet
+                continue
+            if done:
+                break
+        assert proc.poll() is None, "the study ended before it could be interrupted"
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=120)
+    finally:
+        proc.kill()
+    assert proc.returncode == 130, out[-2000:] + err[-2000:]
+    assert "--resume" in err.strip().splitlines()[-1]
+    assert not (tmp_path / "results" / "pause").exists(), "no summary for a paused study"
+    paused = runs(c, "pause")
+    assert paused and {r.info.status for r in paused} == {"KILLED"} | ({"FINISHED"} & {r.info.status for r in paused})
+    assert all(r.info.status == "KILLED" for r in paused if r.data.tags["role"] == "parent")
+    assert not any("test_macro_f1" in k for r in paused for k in r.data.metrics), "no test figures for a paused study"
+    study(tmp_path, *args, "--resume")
+    done = runs(c, "pause")
+    parents = [r for r in done if r.data.tags["role"] == "parent"]
+    assert len(parents) == 1 and parents[0].info.status == "FINISHED"
+    assert not [r for r in done if r.info.status == "RUNNING"]
+    search = [r for r in done if r.data.tags.get("phase") == "search"]
+    assert len(search) == 2 and len({r.data.tags["trial_id"] for r in search}) == 2
+    assert len([r for r in done if r.data.tags.get("phase") == "confirm"]) == 1
+    assert (tmp_path / "results" / "pause" / "summary.csv").exists()
+
+
+def test_two_studies_started_at_once_on_a_fresh_tracking_file_stay_apart(tmp_path: Path) -> None:
+    args = [sys.executable, "-m", "study.tune", "--space", "baseline", "--smoke", "--data", "digits", "--confirm-seeds", "0",
+            "--tracking-uri", f"sqlite:///{tmp_path / 'shared.db'}", "--storage-path", str(tmp_path / "ray")]
+    procs = [subprocess.Popen(args + ["--results-dir", str(tmp_path / f"r{i}")], cwd=tmp_path, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for i in range(2)]
+    outputs = [p.communicate(timeout=600) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], [o[1][-2000:] for o in outputs]
+    c = MlflowClient(f"sqlite:///{tmp_path / 'shared.db'}")
+    parents = runs(c, "baseline", "tags.role = 'parent'")
+    assert len(parents) == 2 and len({p.data.tags["study_id"] for p in parents}) == 2
+    for parent in parents:
+        assert parent.info.status == "FINISHED"
+        assert len(runs(c, "baseline", f"tags.mlflow.parentRunId = '{parent.info.run_id}'")) == 2
+    assert len([d for d in (tmp_path / "ray").iterdir() if d.is_dir()]) == 2

@@ -102,14 +102,16 @@ FLAGS = [
     ("--space focal --address 127.0.0.1:1", r"--address 127.0.0.1:1: cannot reach a Ray cluster at 127.0.0.1:1"),
     ("--space focal --address nohostport", r"--address must be auto or host:port, got 'nohostport'"),
     ("--space focal --address host:port", r"--address must be auto or host:port, got 'host:port'"),
-    ("--space focal --storage-path /proc/x", r"--storage-path /proc/x: /proc is not writable"),
-    ("--space focal --results-dir /proc/y", r"--results-dir /proc/y: /proc is not writable"),
+    ("--space focal --storage-path /dev/null/x", r"--storage-path /dev/null/x: /dev/null is not a folder"),
+    ("--space focal --results-dir /dev/null/y", r"--results-dir /dev/null/y: /dev/null is not a folder"),
+    ("--space focal --results-dir /dev/null", r"--results-dir /dev/null: /dev/null is not a folder"),
     ("--space focal --resume --storage-path nosuchfs://bucket/ray", r"--resume: cannot list storage nosuchfs://bucket/ray: "),
     ("--space focal --resume", r"--resume: no earlier 'focal' study under"),
     ("--space focal --no-such-flag", r"unrecognized arguments: --no-such-flag"),
     ("--data digits", r"the following arguments are required: --space"),
     ("--space focal --smoke extra", r"unrecognized arguments: extra"),
     ("--space transfer --weights-typo x", r"unrecognized arguments"),
+    ("--space ldam_drw --max-epochs 1", r"ldam_drw: drw_epoch 2 is after the last epoch \(1\)"),
 ]
 
 
