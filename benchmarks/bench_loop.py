@@ -4,16 +4,18 @@
 
 For each image size (32 and 64 px) on the CPU: ``study.loop.train_one_epoch`` on the animals
 training split's uint8 tensors (what a trial does every epoch: shuffle, cut batches, uint8 ->
-float, grey -> 3 channels, normalise, forward, loss, backward, Adam step, keep loss and
-predictions) against a bare loop over the same batches already converted to normalised float
-tensors (forward, cross-entropy, zero_grad, backward, Adam step, nothing else). Same model
-(built by ``study.models.build_model`` from the same seed), batch size, image size and number
-of images. One untimed warm-up of each, then repetitions that run loop, bare and a control
-(a second identical bare run: the noise floor) back to back in a rotating order; images/s are
+float in [0, 1], grey -> 3 channels, forward, loss, backward, Adam step, keep loss and
+predictions) against a bare loop over the same batches already converted to float tensors
+(forward, cross-entropy, zero_grad, backward, Adam step, nothing else). Same model (built by
+``study.models.build_model`` from the same seed; it normalises its input itself, in both arms),
+batch size, image size and number of images. One untimed warm-up of each, then repetitions
+that run loop, bare and a control (a second identical bare run: the noise floor) back to back
+in a rotating order; images/s are
 medians, and the ratio is the median of the per-repetition ratios (a repetition's runs are back
 to back, so load from other processes hits them alike).
 Threads: 1 by default, what a study trial uses (``--cpus-per-trial 1``).
-Writes results/bench/loop.json and results/bench/loop.md.
+Writes loop.json and loop.md under ``--out`` (default results/bench).
+The same comparison on a GPU, at several sizes and batches: benchmarks/bench_gpu.py.
 """
 
 from __future__ import annotations
@@ -31,8 +33,8 @@ import torch
 import torch.nn.functional as F
 
 from study.data import load_dataset
-from study.loop import normalise, to_input, train_one_epoch
-from study.models import build_model, normalisation
+from study.loop import to_input, train_one_epoch
+from study.models import build_model
 
 OUT = Path(__file__).resolve().parent.parent / "results" / "bench"
 TARGET = 0.9
@@ -48,15 +50,14 @@ def make_model(seed: int) -> tuple[torch.nn.Module, torch.optim.Optimizer]:
 def run_loop(images: torch.Tensor, labels: torch.Tensor, batch_size: int, model, optimizer, generator) -> float:
     loss = torch.nn.CrossEntropyLoss()
     start = time.perf_counter()
-    train_one_epoch(model, images, labels, loss, optimizer, batch_size=batch_size, norm=normalisation(None),
-                    generator=generator)
+    train_one_epoch(model, images, labels, loss, optimizer, batch_size=batch_size, generator=generator).loss
     return time.perf_counter() - start
 
 
 def bare_batches(images: torch.Tensor, labels: torch.Tensor, batch_size: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    """The same batch sizes as the loop's, converted and normalised once, outside any timing."""
-    cpu, norm = torch.device("cpu"), normalisation(None)
-    return [(normalise(to_input(images[s : s + batch_size], norm, cpu), norm).contiguous(), labels[s : s + batch_size])
+    """The same batch sizes as the loop's, converted to float once, outside any timing."""
+    cpu = torch.device("cpu")
+    return [(to_input(images[s : s + batch_size], cpu).contiguous(), labels[s : s + batch_size])
             for s in range(0, len(labels), batch_size)]
 
 
@@ -103,14 +104,14 @@ def bench_size(size: int, args) -> dict:
             times[arm].append(runs[arm]())
         print(f"  {size} px rep {rep + 1}/{args.reps}: " + ", ".join(f"{a} {n / times[a][-1]:.1f} img/s" for a in ARMS),
               flush=True)
-    # the loop's own work besides the model: cutting batches from uint8, converting and normalising them
+    # the loop's own work besides the model: cutting batches from uint8 and converting them
     prep = []
     for _ in range(3):
         start = time.perf_counter()
         order = torch.randperm(n, generator=generator)
         for s in range(0, n, args.batch_size):
             idx = order[s : s + args.batch_size]
-            normalise(to_input(images[idx], normalisation(None), torch.device("cpu")), normalisation(None))
+            to_input(images[idx], torch.device("cpu"))
         prep.append(time.perf_counter() - start)
     ratios = [b / lp for lp, b in zip(times["loop"], times["bare"])]
     control = [b / c for c, b in zip(times["bare_control"], times["bare"])]
@@ -142,8 +143,8 @@ def write(results: list[dict], args, wall: float, command: str) -> None:
         "machine": f"{os.cpu_count()} cores, no GPU, shared with other jobs (noisy)", "target": TARGET,
         "wall_s": round(wall, 1), "sizes": [{k: v for k, v in r.items() if k != "profile"} for r in results],
     }
-    OUT.mkdir(parents=True, exist_ok=True)
-    (OUT / "loop.json").write_text(json.dumps(figures, indent=2) + "\n")
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "loop.json").write_text(json.dumps(figures, indent=2) + "\n")
     rows = "\n".join(
         f"| {r['image_size']} px | {r['batch_size']} | {r['images_per_epoch']} | {r['loop_images_per_s_median']} | "
         f"{r['bare_images_per_s_median']} | **{r['ratio_loop_over_bare_median_of_pairs']:.3f}** "
@@ -168,9 +169,10 @@ def write(results: list[dict], args, wall: float, command: str) -> None:
         f"{figures['threads']} intra-op thread(s) (a study trial's default, `--cpus-per-trial 1`).",
         "",
         "What is compared: `study.loop.train_one_epoch` on the animals training split's uint8 tensors (1 grey channel: "
-        "shuffle, index, uint8 -> float, expand to 3 channels, normalise, forward, loss, backward, Adam step, loss and "
+        "shuffle, index, uint8 -> float in [0, 1], expand to 3 channels, forward, loss, backward, Adam step, loss and "
         "predictions kept) against a bare loop of forward, cross-entropy, `zero_grad`, backward and Adam step over the "
-        "same batches already normalised as float tensors. Same ResNet-18 (`build_model(2)`, same seed), batch size and "
+        "same batches already converted to float tensors. Same ResNet-18 (`build_model(2)`, same seed; the model "
+        "normalises its input itself, in both arms), batch size and "
         f"images per epoch. One warm-up epoch each, then {args.reps} repetitions, each running the three arms back to "
         "back in a rotating order; images/s are medians, the ratio is the median of the per-repetition bare-time / "
         "loop-time ratios (range in brackets). The control arm is a second, identical bare run (its own model from the "
@@ -183,7 +185,7 @@ def write(results: list[dict], args, wall: float, command: str) -> None:
         "",
         verdict,
         "",
-        "Input prep share: cutting the batches from uint8 and converting + normalising them, timed alone, as a share of "
+        "Input prep share: cutting the batches from uint8 and converting them to float, timed alone, as a share of "
         "the loop's epoch time: the part of the loop that bare does not do (the rest it adds per batch, an argmax "
         "and a running loss sum, is smaller still). Whatever separates loop from bare beyond that is noise from the "
         "other jobs on this machine: compare the loop's range with the control's.",
@@ -192,7 +194,7 @@ def write(results: list[dict], args, wall: float, command: str) -> None:
         if "profile" in r:
             md += ["", f"## Profile of one loop epoch at {r['image_size']} px (torch.profiler, self CPU time)", "", "```",
                    r["profile"].rstrip(), "```"]
-    (OUT / "loop.md").write_text("\n".join(md) + "\n")
+    (args.out / "loop.md").write_text("\n".join(md) + "\n")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -204,6 +206,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, default=1, help="torch intra-op threads (default 1, as a trial)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--profile", action="store_true", help="profile the loop even when it meets the target")
+    ap.add_argument("--out", type=Path, default=OUT, help="folder for loop.json and loop.md (default results/bench)")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     command = ".venv/bin/python benchmarks/bench_loop.py" + ("" if argv is None and len(sys.argv) == 1 else
@@ -217,7 +220,7 @@ def main(argv: list[str] | None = None) -> int:
     for r in results:
         print(f"{r['image_size']} px: loop {r['loop_images_per_s_median']} img/s, bare {r['bare_images_per_s_median']} "
               f"img/s, loop/bare {r['ratio_loop_over_bare_median_of_pairs']:.3f}")
-    print(f"wrote {OUT / 'loop.json'} and {OUT / 'loop.md'}")
+    print(f"wrote {args.out / 'loop.json'} and {args.out / 'loop.md'}")
     return 0
 
 

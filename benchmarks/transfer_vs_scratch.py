@@ -11,7 +11,7 @@ seeds (a seed sets the new head's and the scratch model's initialisation and the
 Each run is built exactly as a study trial builds it (``study.trainable.build_parts``) and
 trained with the shared loop on one thread, as a trial runs. Per run: validation macro-F1
 after the last epoch and at the best validation epoch, and the test macro-F1 of that same
-model (the test split never chooses anything). Writes results/bench/transfer.{json,md}.
+model (the test split never chooses anything). Writes transfer.{json,md} under ``--out`` (default results/bench).
 
 If the source checkpoint is missing, the script pretrains it first with the defaults of
 ``python -m study.pretrain``.
@@ -59,24 +59,26 @@ def stats(values: list[float]) -> dict:
 
 
 def run(arm: str, seed: int, data, state: dict, args) -> dict:
-    config = {**TRIAL_DEFAULTS, "seed": seed, "lr": args.lr, "batch_size": args.batch_size, "epochs": args.epochs,
+    config = {**TRIAL_DEFAULTS, "trial_seed": seed, "lr": args.lr, "batch_size": args.batch_size, "epochs": args.epochs,
               "model": "scratch" if arm == "scratch" else "pretrained", "weights": None if arm == "scratch" else "source",
               "freeze": "none", "cpus": args.threads, "gpus": 0}
-    p = build_parts(config, data, {"source": state})
+    p = build_parts(config, data, {f"source@{config['backbone']}": state})
     generator = torch.Generator().manual_seed(seed)
     curve, best, start = [], None, time.perf_counter()
     for epoch in range(1, args.epochs + 1):
         train_one_epoch(p.model, p.train.images, p.train.labels, p.loss, p.optimizer, batch_size=args.batch_size,
-                        norm=p.norm, generator=generator, augment_mask=p.train.augment, device=p.device)
-        val = evaluate(p.model, data.val.images, data.val.labels, p.loss, batch_size=256, norm=p.norm).metrics(data.classes)
+                        generator=generator, augment_mask=p.train.augment, device=p.device)
+        val = evaluate(p.model, data.val.images, data.val.labels, p.loss, batch_size=256, device=p.device)
+        val = val.metrics(data.classes, data.minority)
         curve.append(round(val["macro_f1"], 4))
         if best is None or val["macro_f1"] > best[1]["macro_f1"]:  # the first best epoch, as a study keeps it
             best = (epoch, val, copy.deepcopy(p.model.state_dict()))
-    final_test = evaluate(p.model, data.test.images, data.test.labels, p.loss, batch_size=256, norm=p.norm)
-    final_test = final_test.metrics(data.classes)
+    final_test = evaluate(p.model, data.test.images, data.test.labels, p.loss, batch_size=256, device=p.device)
+    final_test = final_test.metrics(data.classes, data.minority)
     p.model.load_state_dict(best[2])
-    best_test = evaluate(p.model, data.test.images, data.test.labels, p.loss, batch_size=256, norm=p.norm).metrics(data.classes)
-    minority = data.classes[0]
+    best_test = evaluate(p.model, data.test.images, data.test.labels, p.loss, batch_size=256, device=p.device)
+    best_test = best_test.metrics(data.classes, data.minority)
+    minority = data.minority_name
     return {
         "arm": arm, "seed": seed, "val_macro_f1_curve": curve, "seconds": round(time.perf_counter() - start, 1),
         "final": {"val_macro_f1": curve[-1], "test_macro_f1": round(final_test["macro_f1"], 4),
@@ -108,9 +110,9 @@ def fmt(s: dict) -> str:
     return f"{s['mean']:.3f} ± {s['std']:.3f}"
 
 
-def write(figures: dict) -> None:
-    OUT.mkdir(parents=True, exist_ok=True)
-    (OUT / "transfer.json").write_text(json.dumps(figures, indent=2) + "\n")
+def write(figures: dict, out: Path) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "transfer.json").write_text(json.dumps(figures, indent=2) + "\n")
     s, m = figures["summary"], figures["minority"]
     d = s["source_minus_scratch"]
     n = len(figures["seeds"])
@@ -168,7 +170,7 @@ Validation macro-F1 per epoch, mean over the seeds (the learning curves):
 |---|---|---|---|---|---|---|---|
 {per_run}
 """
-    (OUT / "transfer.md").write_text(md)
+    (out / "transfer.md").write_text(md)
 
 
 def verdict(summary: dict) -> str:
@@ -194,6 +196,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--batch-size", type=int, default=64)
     ap.add_argument("--data-seed", type=int, default=0, help="the split, the same for every run")
     ap.add_argument("--threads", type=int, default=1, help="torch threads per run (default 1, as a study trial)")
+    ap.add_argument("--out", type=Path, default=OUT, help="folder for transfer.json and transfer.md (default results/bench)")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     command = ".venv/bin/python benchmarks/transfer_vs_scratch.py" + (
@@ -216,12 +219,12 @@ def main(argv: list[str] | None = None) -> int:
                   f"{r['final']['test_macro_f1']:.3f}, best epoch {r['best']['epoch']} test {r['best']['test_macro_f1']:.3f} "
                   f"({r['seconds']} s)", flush=True)
     k = data.num_classes
-    summary = summarise(runs, data.classes[0])
+    summary = summarise(runs, data.minority_name)
     figures = {
         "command": command, "wall_s": round(time.perf_counter() - start, 1),
         "machine": f"{os.cpu_count()} cores, no GPU, shared with other jobs (noisy)", "torch": torch.__version__,
         "python": platform.python_version(), "threads": args.threads, "data": "animals", "image_size": args.image_size,
-        "data_seed": args.data_seed, "classes": list(data.classes), "minority": data.classes[0],
+        "data_seed": args.data_seed, "classes": list(data.classes), "minority": data.minority_name,
         "train_counts": dict(zip(data.classes, data.train.counts(k))), "val_counts": dict(zip(data.classes, data.val.counts(k))),
         "test_counts": dict(zip(data.classes, data.test.counts(k))), "lr": args.lr, "batch_size": args.batch_size,
         "epochs": args.epochs, "seeds": args.seeds,
@@ -229,13 +232,13 @@ def main(argv: list[str] | None = None) -> int:
                               "epochs": blob.get("epochs"), "val_accuracy": blob.get("val_accuracy")},
         "summary": summary, "verdict": verdict(summary), "runs": runs,
     }
-    write(figures)
+    write(figures, args.out)
     for arm in ARMS:
         a = summary[arm]
         print(f"{arm}: best-val macro-F1 {fmt(a['best_val_macro_f1'])}, test at best {fmt(a['best_test_macro_f1'])}; "
               f"final val {fmt(a['final_val_macro_f1'])}, final test {fmt(a['final_test_macro_f1'])}")
     print(figures["verdict"])
-    print(f"wrote {OUT / 'transfer.json'} and {OUT / 'transfer.md'}")
+    print(f"wrote {args.out / 'transfer.json'} and {args.out / 'transfer.md'}")
     return 0
 
 

@@ -1,15 +1,17 @@
 """The one loop every approach uses: ``train_one_epoch`` and ``evaluate`` over uint8 tensors.
 
-Batches are cut from tensors already in memory (decoded once per study), converted to float
-and normalised on the fly; ``over_aug`` copies get a fresh random flip / rotation / colour
-change on the batch, every time they are drawn. CPU: deterministic for a seed. CUDA: autocast
-(bf16 where supported), channels_last and non_blocking copies.
+Batches are cut from tensors already in memory (decoded once per study) and converted to float
+in [0, 1] on the fly; the model normalises its own input. ``over_aug`` copies get a fresh random
+flip / rotation / colour change on the batch, every time they are drawn. CPU: deterministic for
+a seed. CUDA: autocast (bf16 where supported), channels_last, and no host round trip per batch:
+indices are shuffled where the data lives, random numbers are drawn on the device, loss and
+predictions stay on the device, and the epoch's one transfer to the host happens when its result
+is first read.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from typing import Sequence
 
 import torch
@@ -23,14 +25,42 @@ ROTATE_DEGREES = 15.0  # over_aug: uniform rotation in [-15, 15] degrees
 JITTER = 0.2  # over_aug: brightness and contrast factors in [0.8, 1.2]
 
 
-@dataclass
 class EpochResult:
-    loss: float
-    y_true: torch.Tensor
-    y_pred: torch.Tensor
-    probs: torch.Tensor | None = None  # evaluate only: softmax probabilities, N x k
+    """An epoch's mean loss, labels and predictions (and, from ``evaluate``, softmax probabilities N x k).
 
-    def metrics(self, classes: Sequence[str], minority: int = 0) -> dict:
+    Built from tensors that may still be on the GPU: reading any field moves them all to the host at once,
+    so the loop itself never waits for the device.
+    """
+
+    def __init__(self, loss: float | torch.Tensor, y_true: torch.Tensor, y_pred: torch.Tensor,
+                 probs: torch.Tensor | None = None) -> None:
+        self._fields: tuple = (loss, y_true, y_pred, probs)
+        self._on_host = False
+
+    def _host(self) -> tuple:
+        if not self._on_host:
+            loss, *tensors = self._fields
+            self._fields = (float(loss), *(None if t is None else t.cpu() for t in tensors))
+            self._on_host = True
+        return self._fields
+
+    @property
+    def loss(self) -> float:
+        return self._host()[0]
+
+    @property
+    def y_true(self) -> torch.Tensor:
+        return self._host()[1]
+
+    @property
+    def y_pred(self) -> torch.Tensor:
+        return self._host()[2]
+
+    @property
+    def probs(self) -> torch.Tensor | None:
+        return self._host()[3]
+
+    def metrics(self, classes: Sequence[str], minority: int) -> dict:
         return {"loss": self.loss, **classification_metrics(self.y_true, self.y_pred, classes, minority)}
 
 
@@ -50,24 +80,22 @@ def prepare_model(model: nn.Module, device: torch.device) -> nn.Module:
     return model.to(memory_format=torch.channels_last) if device.type == "cuda" else model
 
 
-def to_input(images: torch.Tensor, norm: tuple[Sequence[float], Sequence[float]], device: torch.device) -> torch.Tensor:
-    """uint8 B x C x H x W -> float B x 3 x H x W on ``device``, in [0, 1] (not yet normalised)."""
-    x = images.to(device, non_blocking=True).float().div_(255)
+def to_input(images: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """uint8 B x C x H x W -> float B x 3 x H x W on ``device``, in [0, 1] (the model normalises)."""
+    x = images.to(device, non_blocking=True)
     if x.shape[1] == 1:  # grey silhouettes: the same plane on ResNet's three input channels
         x = x.expand(-1, 3, -1, -1)
-    return x.contiguous(memory_format=torch.channels_last) if device.type == "cuda" else x
-
-
-def normalise(x: torch.Tensor, norm: tuple[Sequence[float], Sequence[float]]) -> torch.Tensor:
-    mean = torch.tensor(norm[0], device=x.device).view(1, -1, 1, 1)
-    std = torch.tensor(norm[1], device=x.device).view(1, -1, 1, 1)
-    return (x - mean) / std
+    layout = torch.channels_last if device.type == "cuda" else torch.contiguous_format
+    out = torch.empty(x.shape, dtype=torch.float32, device=device, memory_format=layout)
+    return torch.div(x, 255, out=out)  # one kernel: uint8 in, float in [0, 1] out, in the layout the model wants
 
 
 def augment(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-    """A fresh random horizontal flip, rotation and brightness/contrast change per sample (x in [0, 1])."""
+    """A fresh random horizontal flip, rotation and brightness/contrast change per sample (x in [0, 1]).
+
+    Random numbers come from ``generator``, which must live on ``x``'s device (nothing crosses to the host)."""
     b = x.shape[0]
-    rand = lambda: torch.rand(b, generator=generator).to(x.device)  # noqa: E731
+    rand = lambda: torch.rand(b, generator=generator, device=x.device)  # noqa: E731
     x = torch.where((rand() < 0.5).view(-1, 1, 1, 1), x.flip(-1), x)
     angle = (rand() * 2 - 1) * math.radians(ROTATE_DEGREES)
     zero = torch.zeros_like(angle)
@@ -78,6 +106,26 @@ def augment(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     return (((x - mean) * contrast.view(-1, 1, 1, 1) + mean) * brightness.view(-1, 1, 1, 1)).clamp(0, 1)
 
 
+def generator_on(device: torch.device, generator: torch.Generator) -> torch.Generator:
+    """``generator`` itself on its own kind of device; on another, a fresh generator seeded from it.
+
+    The trial's generator is a CPU one (its state goes into checkpoints); a CUDA epoch draws from a CUDA
+    generator seeded once per epoch from it, so a run still repeats itself for a seed."""
+    if device.type == generator.device.type:
+        return generator
+    seed = int(torch.randint(2**62, (), generator=generator))  # a CPU draw: no device synchronisation
+    return torch.Generator(device=device).manual_seed(seed)
+
+
+def batch_bounds(n: int, batch_size: int) -> list[tuple[int, int]]:
+    """[start, end) of each batch; a last batch of one joins the one before (BatchNorm cannot train on one
+    sample: 1x1 maps in layer4 at 32 px)."""
+    starts = list(range(0, n, batch_size))
+    if len(starts) > 1 and n - starts[-1] == 1:
+        starts.pop()
+    return [(s, e) for s, e in zip(starts, starts[1:] + [n])]
+
+
 def train_one_epoch(
     model: nn.Module,
     images: torch.Tensor,
@@ -86,38 +134,39 @@ def train_one_epoch(
     optimizer: torch.optim.Optimizer,
     *,
     batch_size: int,
-    norm: tuple[Sequence[float], Sequence[float]],
     generator: torch.Generator,
     augment_mask: torch.Tensor | None = None,
     device: torch.device = torch.device("cpu"),
 ) -> EpochResult:
-    """One shuffled pass over the (resampled) training tensors; metrics from the batches as trained."""
+    """One shuffled pass over the (resampled) training tensors; metrics from the batches as trained.
+
+    ``images``, ``labels`` and ``augment_mask`` may live on the CPU or on ``device`` (all three on the same)."""
     model.train()
     for module in frozen_modules(model):
         module.eval()  # frozen stages keep their BatchNorm statistics too
-    order = torch.randperm(len(labels), generator=generator)
-    total, preds = torch.zeros((), device=device), []
-    batches = list(order.split(batch_size))
-    if len(batches) > 1 and len(batches[-1]) == 1:  # BatchNorm cannot train on one sample (1x1 maps at 32 px)
-        batches[-2:] = [torch.cat(batches[-2:])]
-    for idx in batches:
-        x = to_input(images[idx.to(images.device)], norm, device)
-        if augment_mask is not None:
-            flagged = augment_mask[idx]
-            if flagged.any():
-                x = x.clone()
-                x[flagged.to(device)] = augment(x[flagged.to(device)], generator)
-        y = labels[idx.to(labels.device)].to(device, non_blocking=True)
-        with autocast(device):
-            logits = model(normalise(x, norm))
+    n, amp = len(labels), autocast(device)
+    device_gen = generator_on(device, generator)
+    data_gen = device_gen if images.device.type == device.type else generator  # shuffle where the data lives
+    order = torch.randperm(n, generator=data_gen, device=images.device)
+    if augment_mask is not None and not bool(augment_mask.any()):  # once per epoch (on a GPU, one wait): most flag nothing
+        augment_mask = None
+    total, preds = torch.zeros((), device=device), torch.empty(n, dtype=torch.long, device=device)
+    for start, end in batch_bounds(n, batch_size):
+        idx = order[start:end]
+        x = to_input(images[idx], device)
+        if augment_mask is not None:  # the whole batch, kept where flagged: no data-dependent shapes, no sync
+            flagged = augment_mask[idx].to(device, non_blocking=True).view(-1, 1, 1, 1)
+            x = torch.where(flagged, augment(x, device_gen), x)
+        y = labels[idx].to(device, non_blocking=True)
+        with amp:
+            logits = model(x)
             loss = loss_fn(logits.float(), y)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
-        total += loss.detach() * len(idx)
-        preds.append(logits.detach().argmax(1))
-    y_true = labels[order.to(labels.device)].cpu()
-    return EpochResult(float(total) / len(order), y_true, torch.cat(preds).cpu())
+        total.add_(loss.detach(), alpha=end - start)
+        torch.argmax(logits.detach(), 1, out=preds[start:end])  # straight into the epoch's buffer: one kernel
+    return EpochResult(total / max(1, n), labels[order], preds)
 
 
 @torch.no_grad()
@@ -128,18 +177,18 @@ def evaluate(
     loss_fn: nn.Module,
     *,
     batch_size: int,
-    norm: tuple[Sequence[float], Sequence[float]],
     device: torch.device = torch.device("cpu"),
 ) -> EpochResult:
     """Loss, predictions and probabilities on an untouched split (validation or test)."""
     model.eval()
+    amp, n = autocast(device), len(labels)
     total, probs = torch.zeros((), device=device), []
-    for start in range(0, len(labels), batch_size):
-        x = to_input(images[start : start + batch_size], norm, device)
+    for start in range(0, n, batch_size):
+        x = to_input(images[start : start + batch_size], device)
         y = labels[start : start + batch_size].to(device, non_blocking=True)
-        with autocast(device):
-            logits = model(normalise(x, norm)).float()
-        total += loss_fn(logits, y) * len(y)
+        with amp:
+            logits = model(x).float()
+        total.add_(loss_fn(logits, y), alpha=len(y))
         probs.append(logits.softmax(1))
-    p = torch.cat(probs).cpu()
-    return EpochResult(float(total) / max(1, len(labels)), labels.cpu(), p.argmax(1), p)
+    p = torch.cat(probs)
+    return EpochResult(total / max(1, n), labels, p.argmax(1), p)

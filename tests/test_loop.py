@@ -1,16 +1,29 @@
-"""The shared loop: it learns, it repeats itself for a seed, it augments only the marked images, it normalises
-per weights kind, frozen stages stay put, and it picks the CPU without GPUs."""
+"""The shared loop: it learns, it repeats itself for a seed, it feeds the model [0, 1] floats, it augments only the
+marked images, frozen stages stay put, it builds nothing from Python lists per batch, it never waits for the GPU
+inside an epoch, and it picks the CPU without GPUs."""
 
 from __future__ import annotations
+
+import warnings
 
 import pytest
 import torch
 import torch.nn as nn
 
 from study.data import load_dataset, subset
-from study.loop import augment, evaluate, pick_device, train_one_epoch
+from study.loop import (
+    EpochResult,
+    augment,
+    batch_bounds,
+    evaluate,
+    generator_on,
+    pick_device,
+    prepare_model,
+    to_input,
+    train_one_epoch,
+)
 from study.losses import build_loss
-from study.models import IMAGENET_NORM, PAPER_NORM, build_model, normalisation
+from study.models import build_model, frozen_modules
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -24,28 +37,30 @@ def animals():
 def run(data, seed: int, epochs: int, augment_all: bool = False, lr: float = 1e-3):
     torch.manual_seed(seed)
     model = build_model(data.num_classes)
-    loss = build_loss("ce", data.train.counts(data.num_classes))
+    loss = build_loss("ce", data.train.counts(data.num_classes), data.minority)
     optimizer = torch.optim.Adam(model.parameters(), lr=lr)
-    generator, norm = torch.Generator().manual_seed(seed), normalisation(None)
+    generator = torch.Generator().manual_seed(seed)
     mask = torch.arange(len(data.train)) % 2 == 0 if augment_all else None
-    results = [train_one_epoch(model, data.train.images, data.train.labels, loss, optimizer, batch_size=32, norm=norm,
+    results = [train_one_epoch(model, data.train.images, data.train.labels, loss, optimizer, batch_size=32,
                                generator=generator, augment_mask=mask) for _ in range(epochs)]
     return model, loss, results
 
 
 def test_a_few_epochs_beat_chance_macro_f1(animals) -> None:
     assert animals.train.counts(2) == [100, 100] and animals.val.counts(2) == [100, 100]
-    model, loss, results = run(animals, seed=0, epochs=4)  # seeds 0-5 all reach 0.72-0.86
+    model, loss, results = run(animals, seed=0, epochs=4)
     assert results[-1].loss < results[0].loss
-    val = evaluate(model, animals.val.images, animals.val.labels, loss, batch_size=64, norm=normalisation(None))
-    metrics = val.metrics(animals.classes)
+    val = evaluate(model, animals.val.images, animals.val.labels, loss, batch_size=64)
+    metrics = val.metrics(animals.classes, minority=0)
     # chance on a balanced split: 0.5 guessing at random, 0.33 always answering one class
     assert metrics["macro_f1"] > 0.65, metrics
     assert metrics["loss"] == pytest.approx(val.loss) and val.loss > 0
+    assert metrics["minority_recall"] == metrics["recall_cat"]
     assert sum(map(sum, metrics["confusion"])) == 200
     assert val.probs.shape == (200, 2) and torch.allclose(val.probs.sum(1), torch.ones(200))
     assert torch.equal(val.y_pred, val.probs.argmax(1)) and torch.equal(val.y_true, animals.val.labels)
-    train_metrics = results[-1].metrics(animals.classes)
+    train_metrics = results[-1].metrics(animals.classes, minority=1)
+    assert train_metrics["minority_recall"] == train_metrics["recall_dog"]
     assert sum(map(sum, train_metrics["confusion"])) == 200  # every training image once per epoch
     assert sorted(results[-1].y_true.tolist()) == sorted(animals.train.labels.tolist())
 
@@ -60,6 +75,16 @@ def test_training_is_deterministic_on_cpu_for_a_seed(animals) -> None:
     assert all(torch.equal(a_state[k], b_state[k]) for k in a_state)
     _, _, c = run(small, seed=4, epochs=2, augment_all=True)  # another seed: another run
     assert [r.loss for r in a] != [r.loss for r in c]
+
+
+def test_epoch_result_reads_tensors_once_and_needs_the_minority() -> None:
+    result = EpochResult(torch.tensor(0.25), torch.tensor([0, 1, 1]), torch.tensor([0, 1, 0]))
+    assert result.loss == 0.25 and isinstance(result.loss, float)
+    assert result.y_true.tolist() == [0, 1, 1] and result.probs is None
+    metrics = result.metrics(("a", "b"), minority=1)
+    assert metrics["loss"] == 0.25 and metrics["minority_recall"] == 0.5
+    with pytest.raises(TypeError, match="minority"):
+        result.metrics(("a", "b"))  # type: ignore[call-arg]
 
 
 class Recorder(nn.Module):
@@ -79,42 +104,43 @@ def grey_images(n: int, size: int = 8, seed: int = 0) -> torch.Tensor:
     return torch.randint(0, 256, (n, 1, size, size), dtype=torch.uint8, generator=torch.Generator().manual_seed(seed))
 
 
-def one_batch(images: torch.Tensor, norm, mask: torch.Tensor | None = None, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+def one_batch(images: torch.Tensor, mask: torch.Tensor | None = None, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
     """Train one epoch in a single batch; return the model's input and the epoch's sample order."""
     model = Recorder(3 * images.shape[-1] * images.shape[-2])
     labels = torch.arange(len(images)) % 2
     train_one_epoch(model, images, labels, nn.CrossEntropyLoss(), torch.optim.SGD(model.parameters(), lr=0.1),
-                    batch_size=len(images), norm=norm, generator=torch.Generator().manual_seed(seed), augment_mask=mask)
+                    batch_size=len(images), generator=torch.Generator().manual_seed(seed), augment_mask=mask)
     order = torch.randperm(len(images), generator=torch.Generator().manual_seed(seed))  # the epoch's shuffle
     assert len(model.seen) == 1
     return model.seen[0], order
 
 
-@pytest.mark.parametrize("weights", [None, "source", "imagenet"])
-def test_inputs_are_normalised_per_weights_kind(weights: str | None) -> None:
+def test_the_model_gets_floats_in_0_1_with_grey_on_three_channels() -> None:
+    """Normalisation belongs to the model (it knows its weights' statistics): the loop only scales to [0, 1]."""
     images = grey_images(16)
-    seen, order = one_batch(images, normalisation(weights))
-    mean, std = IMAGENET_NORM if weights == "imagenet" else ((0.5,) * 3, (0.5,) * 3)
-    grey = images[order].double() / 255
-    expected = torch.cat([(grey - m) / s for m, s in zip(mean, std)], 1)  # grey plane on all three channels
+    seen, order = one_batch(images)
+    grey = images[order].float() / 255
     assert seen.shape == (16, 3, 8, 8) and seen.dtype == torch.float32
-    assert torch.allclose(seen.double(), expected, atol=1e-5)
-    if weights != "imagenet":
-        assert seen.min() >= -1 and seen.max() <= 1 and normalisation(weights) == PAPER_NORM
+    assert torch.allclose(seen, grey.expand(-1, 3, -1, -1))
+    assert seen.min() >= 0 and seen.max() <= 1
+    rgb = torch.randint(0, 256, (4, 3, 5, 5), dtype=torch.uint8)
+    assert torch.equal(to_input(rgb, torch.device("cpu")), rgb.float() / 255)
 
 
 def test_augmentation_changes_the_marked_images_only() -> None:
     images = grey_images(32, size=16, seed=1)
     mask = torch.zeros(32, dtype=torch.bool)
     mask[[1, 4, 5, 20, 31]] = True
-    plain, order = one_batch(images, PAPER_NORM)
-    augmented, order_aug = one_batch(images, PAPER_NORM, mask)
+    plain, order = one_batch(images)
+    augmented, order_aug = one_batch(images, mask)
     assert torch.equal(order, order_aug)
     marked = mask[order]
     same = [torch.equal(a, b) for a, b in zip(plain, augmented)]
     assert [not s for s in same] == marked.tolist()
     assert augmented.shape == plain.shape and augmented.dtype == plain.dtype
-    assert augmented.min() >= -1 and augmented.max() <= 1  # augmented images stay in the normalised range
+    assert augmented.min() >= 0 and augmented.max() <= 1  # augmented images stay in [0, 1]
+    unflagged, _ = one_batch(images, torch.zeros(32, dtype=torch.bool))  # a mask with nothing marked changes nothing
+    assert torch.equal(unflagged, plain)
 
 
 def test_augment_keeps_shape_dtype_and_range_and_draws_fresh_changes() -> None:
@@ -129,22 +155,40 @@ def test_augment_keeps_shape_dtype_and_range_and_draws_fresh_changes() -> None:
     assert torch.equal(augment(x, torch.Generator().manual_seed(0)), first)  # and repeats for a seed
 
 
+def test_the_cpu_path_draws_from_the_trials_own_generator() -> None:
+    gen = torch.Generator().manual_seed(5)
+    assert generator_on(torch.device("cpu"), gen) is gen  # its state is what a checkpoint keeps
+
+
+@pytest.mark.parametrize(("n", "batch_size", "sizes"), [
+    (17, 8, [8, 9]),  # a last batch of one joins the batch before
+    (16, 8, [8, 8]), (18, 8, [8, 8, 2]), (1, 8, [1]), (5, 8, [5]), (9, 4, [4, 5]),
+])
+def test_batch_bounds(n: int, batch_size: int, sizes: list[int]) -> None:
+    bounds = batch_bounds(n, batch_size)
+    assert [e - s for s, e in bounds] == sizes
+    assert bounds[0][0] == 0 and bounds[-1][1] == n and all(a[1] == b[0] for a, b in zip(bounds, bounds[1:]))
+
+
 def test_frozen_stages_keep_weights_and_batchnorm_statistics() -> None:
     torch.manual_seed(0)
     model = build_model(2, "pretrained", "source", freeze="layer1", state=build_model(8).state_dict())
-    before = {k: v.clone() for k, v in model.state_dict().items()}
+    frozen = frozen_modules(model)
+    assert frozen
+    frozen_before = [{k: v.clone() for k, v in m.state_dict().items()} for m in frozen]
+    frozen_ids = {id(sub) for m in frozen for sub in m.modules()}
+    moving = [m for m in model.modules() if isinstance(m, nn.BatchNorm2d) and id(m) not in frozen_ids]
+    moving_before = [m.running_mean.clone() for m in moving]
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    params_before = [p.detach().clone() for p in trainable]
     images = grey_images(16, size=16)
     labels = torch.arange(16) % 2
-    optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=1e-2)
-    train_one_epoch(model, images, labels, nn.CrossEntropyLoss(), optimizer, batch_size=8, norm=PAPER_NORM,
+    optimizer = torch.optim.Adam(trainable, lr=1e-2)
+    train_one_epoch(model, images, labels, nn.CrossEntropyLoss(), optimizer, batch_size=8,
                     generator=torch.Generator().manual_seed(0))
-    after = model.state_dict()
-    frozen = [k for k in after if k.startswith(("conv1.", "bn1.", "layer1."))]
-    moving = [k for k in after if k.startswith(("layer2.", "layer3.", "layer4.", "fc."))]
-    assert frozen and all(torch.equal(before[k], after[k]) for k in frozen)
-    assert not torch.equal(before["layer2.0.bn1.running_mean"], after["layer2.0.bn1.running_mean"])
-    assert not torch.equal(before["fc.weight"], after["fc.weight"])
-    assert sum(not torch.equal(before[k], after[k]) for k in moving) > len(moving) // 2
+    assert all(torch.equal(before[k], v) for m, before in zip(frozen, frozen_before) for k, v in m.state_dict().items())
+    assert moving and all(not torch.equal(b, m.running_mean) for b, m in zip(moving_before, moving))
+    assert sum(not torch.equal(b, p) for b, p in zip(params_before, trainable)) > len(trainable) // 2
 
 
 def test_pick_device_is_the_cpu_without_gpus(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -163,8 +207,93 @@ def test_a_last_batch_of_one_joins_the_batch_before() -> None:
     model = build_model(2)
     images, labels = grey_images(17, size=32), torch.arange(17) % 2
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
-    result = train_one_epoch(model, images, labels, nn.CrossEntropyLoss(), optimizer, batch_size=8, norm=PAPER_NORM,
+    result = train_one_epoch(model, images, labels, nn.CrossEntropyLoss(), optimizer, batch_size=8,
                              generator=torch.Generator().manual_seed(0))
     assert len(result.y_pred) == 17 and sorted(result.y_true.tolist()) == sorted(labels.tolist())
     with pytest.raises(ValueError, match="Expected more than 1 value per channel when training"):
         model(torch.zeros(1, 3, 32, 32))  # what the loop avoids
+
+
+class TinyNet(nn.Sequential):
+    """Conv + BatchNorm + linear head: small enough for many batches in a test, with BatchNorm's training rules."""
+
+    def __init__(self) -> None:
+        super().__init__(nn.Conv2d(3, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(), nn.AdaptiveAvgPool2d(1),
+                         nn.Flatten(), nn.Linear(4, 2))
+
+
+def test_no_tensor_is_built_from_python_lists_per_batch(monkeypatch: pytest.MonkeyPatch) -> None:
+    """On a GPU, ``torch.tensor([...], device=...)`` is a host-to-device copy: the count must not grow with batches."""
+    torch.manual_seed(0)
+    model = TinyNet()
+    images, labels = grey_images(64, size=8), torch.arange(64) % 2
+    mask = torch.arange(64) % 3 == 0  # the over_aug path too
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+    generator = torch.Generator().manual_seed(0)
+
+    def epoch(batch_size: int) -> None:
+        result = train_one_epoch(model, images, labels, nn.CrossEntropyLoss(), optimizer, batch_size=batch_size,
+                                 generator=generator, augment_mask=mask)
+        evaluate(model, images, labels, nn.CrossEntropyLoss(), batch_size=batch_size).metrics(("a", "b"), 0)
+        result.metrics(("a", "b"), 0)
+
+    epoch(64)  # warm-up: Adam makes its step counters with torch.tensor on its first step
+    calls = []
+    real = torch.tensor
+
+    def counting(*args, **kwargs):
+        calls.append(1)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(torch, "tensor", counting)
+    counts = []
+    for batch_size in (64, 8):  # one batch, then eight
+        calls.clear()
+        epoch(batch_size)
+        counts.append(len(calls))
+    assert counts[1] == counts[0], counts
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_no_host_synchronisation_inside_an_epoch_on_cuda() -> None:
+    """The whole epoch (shuffle, cut, convert, augment, forward, loss, backward, Adam, keep loss and predictions)
+    runs without the host waiting for the GPU; reading the result is the epoch's one transfer."""
+    device = torch.device("cuda")
+    torch.manual_seed(0)
+    model = prepare_model(TinyNet(), device)
+    images, labels = grey_images(8 * 16 + 1, size=32).to(device), (torch.arange(8 * 16 + 1) % 2).to(device)
+    mask = (torch.arange(len(labels)) % 3 == 0).to(device)
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+    generator, loss = torch.Generator().manual_seed(0), nn.CrossEntropyLoss()
+    fit = lambda mask=None, batch_size=16: train_one_epoch(  # noqa: E731
+        model, images, labels, loss, optimizer, batch_size=batch_size, generator=generator, augment_mask=mask,
+        device=device)
+    x = to_input(images[:4], device)  # channels_last floats in [0, 1], made on the GPU
+    assert x.is_contiguous(memory_format=torch.channels_last) and x.shape == (4, 3, 32, 32)
+    # the GPU divides by a reciprocal: within a float32 rounding step of the CPU's x / 255
+    assert torch.allclose(x.cpu(), images[:4].cpu().float().div(255).expand(-1, 3, -1, -1), rtol=0, atol=1e-7)
+    fit(mask).loss  # warm-up: lazy CUDA initialisation, optimizer state
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        train = fit()
+        val = evaluate(model, images, labels, loss, batch_size=32, device=device)
+    finally:
+        torch.cuda.set_sync_debug_mode(0)
+    assert len(train.y_pred) == len(labels) and train.loss > 0 and val.probs.shape == (len(labels), 2)
+    # with a mask, one question per epoch (is anything flagged?), however many batches
+    syncs = []
+    for batch_size in (64, 8):
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            torch.cuda.set_sync_debug_mode("warn")
+            try:
+                fit(mask, batch_size)
+            finally:
+                torch.cuda.set_sync_debug_mode(0)
+        syncs.append(sum("synchroniz" in str(w.message) for w in caught))
+    assert syncs == [1, 1], syncs
+    # a CUDA epoch draws from a CUDA generator seeded by one draw from the trial's CPU generator: it repeats
+    draws = [torch.rand(4, generator=generator_on(device, torch.Generator().manual_seed(1)), device=device)
+             for _ in range(2)]
+    assert torch.equal(draws[0], draws[1])

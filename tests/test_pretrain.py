@@ -4,6 +4,7 @@ bad arguments exit with code 2. Everything runs in tmp_path (the CLI writes rela
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -34,17 +35,21 @@ def test_smoke_cli_writes_a_weights_only_checkpoint(workdir: Path) -> None:
     path = workdir / "results" / "checkpoints" / "source_resnet18_16px_smoke.pt"  # source_checkpoint(16, smoke=True)
     assert proc.stdout.startswith("saved results/checkpoints/source_resnet18_16px_smoke.pt: source-task validation accuracy")
     assert "pretraining on the animals source task" in proc.stderr  # the progress bar
+    estimate = re.search(r"pretraining 1 epoch\(s\) of (\d+) images at 16 px on cpu: about (\d+) s \(([\d.]+) ms per image "
+                         r"over (\d+) timed images\)", proc.stderr)
+    assert estimate, proc.stderr[-2000:]  # printed before training starts, from a few timed batches
+    assert int(estimate[1]) == 8 * 40 and int(estimate[4]) == 3 * 64 and float(estimate[3]) > 0
     blob = torch.load(path, weights_only=True)
     assert blob["classes"] == SOURCE_CLASSES and blob["image_size"] == 16 and blob["epochs"] == 1
     assert 0 <= blob["val_accuracy"] <= 1 and 0 <= blob["val_macro_f1"] <= 1
-    assert blob["state_dict"]["fc.weight"].shape == (8, 512)
+    assert blob["state_dict"]["net.fc.weight"].shape == (8, 512)
     assert {p.name for p in (workdir / "results").iterdir()} == {"checkpoints", "cache"}  # all under the working directory
     # the transfer approach starts from it: backbone restored, a fresh 2-class head
     state = load_state_dict(path)
     net = build_model(2, "pretrained", "source", state=state)
     got = net.state_dict()
-    assert all(torch.equal(got[k], v) for k, v in state.items() if not k.startswith("fc."))
-    assert net.fc.out_features == 2
+    assert all(torch.equal(got[k], v) for k, v in state.items() if not k.startswith("net.fc."))
+    assert net.net.fc.out_features == 2
 
 
 def test_checkpoint_at_the_default_source_path_is_what_source_weights_load(workdir: Path, capsys) -> None:
@@ -54,22 +59,64 @@ def test_checkpoint_at_the_default_source_path_is_what_source_weights_load(workd
     saved = torch.load(workdir / out, weights_only=True)["state_dict"]
     net = build_model(2, "pretrained", "source", freeze="layer3")
     got = net.state_dict()
-    assert all(torch.equal(got[k], v) for k, v in saved.items() if not k.startswith("fc."))
-    assert not any(p.requires_grad for p in net.layer3.parameters()) and net.fc.weight.requires_grad
+    assert all(torch.equal(got[k], v) for k, v in saved.items() if not k.startswith("net.fc."))
+    assert not any(p.requires_grad for p in net.net.layer3.parameters()) and net.net.fc.weight.requires_grad
+
+
+def test_results_dir_moves_the_checkpoint_and_the_cache(workdir: Path, capsys) -> None:
+    assert pretrain.main(["--smoke", "--epochs", "1", "--image-size", "16", "--results-dir", "elsewhere"]) == 0
+    path = Path("elsewhere") / "checkpoints" / "source_resnet18_16px_smoke.pt"
+    assert capsys.readouterr().out.startswith(f"saved {path}:")
+    assert (workdir / path).is_file() and any((workdir / "elsewhere" / "cache").iterdir())
+    assert {p.name for p in workdir.iterdir()} == {"elsewhere"}
 
 
 @pytest.mark.parametrize(
     ("argv", "message"),
-    [(["--epochs", "0"], "--epochs must be >= 1"), (["--epochs", "-3"], "--epochs must be >= 1"),
-     (["--image-size", "4"], "--image-size must be >= 8"), (["--lr", "-0.1"], "--lr must be > 0"),
-     (["--batch-size", "0"], "--batch-size must be >= 1"),
-     (["--epochs", "0", "--lr", "0"], "--epochs must be >= 1; --lr must be > 0")],
+    [(["--epochs", "0"], "--epochs must be >= 1, got 0"), (["--epochs", "-3"], "--epochs must be >= 1, got -3"),
+     (["--image-size", "15"], "--image-size must be in [16, 1024], got 15"),
+     (["--image-size", "1025"], "--image-size must be in [16, 1024], got 1025"),
+     (["--lr", "-0.1"], "--lr must be a finite number > 0, got -0.1"),
+     (["--lr", "nan"], "--lr must be a finite number > 0, got nan"),
+     (["--lr", "inf"], "--lr must be a finite number > 0, got inf"),
+     (["--batch-size", "0"], "--batch-size must be >= 1, got 0"),
+     (["--epochs", "0", "--lr", "0"], "--epochs must be >= 1, got 0; --lr must be a finite number > 0, got 0.0"),
+     (["--out", "."], "cannot write the checkpoint .: . is a folder")],
 )
 def test_bad_values_exit_2_with_one_error_line(argv: list[str], message: str, workdir: Path, capsys) -> None:
     assert pretrain.main(argv) == 2
     err = capsys.readouterr().err
     assert err == f"error: {message}\n"
     assert not any(workdir.iterdir())  # nothing written
+
+
+def test_an_output_folder_that_cannot_be_made_is_an_error(workdir: Path, capsys) -> None:
+    (workdir / "results").write_text("a file where the results folder should be")
+    assert pretrain.main(["--epochs", "1"]) == 2
+    assert capsys.readouterr().err == ("error: cannot write the checkpoint results/checkpoints/source_resnet18_32px.pt: "
+                                       "results is not a folder\n")
+    assert pretrain.main(["--results-dir", "results/deeper", "--lr", "0"]) == 2
+    assert capsys.readouterr().err == (
+        "error: --lr must be a finite number > 0, got 0.0; cannot write the checkpoint "
+        "results/deeper/checkpoints/source_resnet18_32px.pt: results is not a folder\n")
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes anywhere")
+def test_a_read_only_folder_is_an_error(workdir: Path, capsys) -> None:
+    locked = workdir / "locked"
+    locked.mkdir(mode=0o500)
+    assert pretrain.main(["--results-dir", str(locked)]) == 2
+    assert capsys.readouterr().err == (f"error: cannot write the checkpoint {locked}/checkpoints/source_resnet18_32px.pt: "
+                                       f"folder {locked} is not writable\n")
+
+
+def test_flags_are_checked_before_torch_loads(workdir: Path) -> None:
+    code = ("import sys\nfrom study import pretrain\nrc = pretrain.main(['--epochs', '0'])\n"
+            "assert 'torch' not in sys.modules, 'torch was imported'\nsys.exit(rc)")
+    proc = subprocess.run([sys.executable, "-c", code], cwd=workdir, capture_output=True, text=True, timeout=60,
+                          env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)})
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr == "error: --epochs must be >= 1, got 0\n"
 
 
 @pytest.mark.parametrize(
