@@ -7,13 +7,15 @@ Writes a folder of real 224 px JPEGs in the Kaggle layout from the Animal-MNIST 
 
 - **tensors**: what the study does. ``study.data``'s folder loader decodes every file once into
   uint8 N x 3 x 224 x 224 tensors; an epoch shuffles, cuts batches, converts to float and
-  normalises on the fly (``study.loop.to_input`` + ``normalise``).
+  normalises on the fly (``study.loop.to_input``, then the mean/std step every model begins with).
 - **imagefolder**: the pattern of Ray Tune's PyTorch tutorial. ``torchvision.datasets.ImageFolder``
   with ``ToTensor`` + ``Normalize`` and a shuffling ``DataLoader`` with worker processes: every
   epoch opens and decodes every JPEG again.
 
 Each is timed for the data pipeline alone and with a tiny convolutional forward pass, over
-alternating repeats (the median epoch counts). Writes results/bench/data.json and data.md.
+alternating repeats (the median epoch counts). It also times the one-time decode itself
+(``study.data.decode_files`` over every file of the folder) in one process and over every core,
+alternating, and reports files/s and their ratio. Writes results/bench/data.json and data.md.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import resource
 import statistics
 import sys
 import time
@@ -35,7 +38,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from study import data  # noqa: E402
-from study.loop import normalise, to_input  # noqa: E402
+from study.loop import to_input  # noqa: E402
 from study.models import PAPER_NORM  # noqa: E402
 
 OUT = ROOT / "results" / "bench"
@@ -46,7 +49,9 @@ VALIDATION = {"cat": 50, "dog": 50}
 BATCH = 64  # the search spaces' default batch size
 WORKERS = 2  # the tutorial uses 8; this machine has 2 cores
 REPEATS = 5
+DECODE_REPEATS = 5  # each of: one process, every core
 SEED = 0
+MEAN, STD = (torch.tensor(v).view(1, 3, 1, 1) for v in PAPER_NORM)  # the models' normalisation buffers
 
 
 def make_folder() -> int:
@@ -95,7 +100,7 @@ def tensor_epoch(images: torch.Tensor, labels: torch.Tensor, model: nn.Module | 
     seen = 0
     for start in range(0, len(order), BATCH):
         idx = order[start : start + BATCH]
-        x = normalise(to_input(images[idx], PAPER_NORM, device), PAPER_NORM)
+        x = (to_input(images[idx], device) - MEAN) / STD  # what study.models.Classifier does first
         y = labels[idx]
         if model is not None:
             with torch.no_grad():
@@ -137,6 +142,45 @@ def imagefolder_epoch(loader, model: nn.Module | None) -> int:
     return seen
 
 
+def decode_rates() -> dict:
+    """files/s of the one-time decode (PIL, 224 px) in one process and over every core, alternating repeats
+    after one warm-up; both must give the same tensors."""
+    files = [(p, label) for label, split in enumerate(("train", "validation"))
+             for p in sorted((FOLDER / split).rglob("*.jpg"))]
+    cores = data.default_workers()
+    reference = data.decode_files(files, SIZE, "warm-up", workers=cores)
+    seconds: dict[str, list[float]] = {"one_process": [], "all_cores": []}
+    cores_busy: dict[str, list[float]] = {"one_process": [], "all_cores": []}  # CPU seconds / wall seconds
+    for _ in range(DECODE_REPEATS):
+        for key, workers in (("one_process", 1), ("all_cores", cores)):
+            cpu = cpu_seconds()
+            start = time.perf_counter()
+            images, labels, skipped = data.decode_files(files, SIZE, key, workers=workers)
+            seconds[key].append(time.perf_counter() - start)
+            cores_busy[key].append((cpu_seconds() - cpu) / seconds[key][-1])
+            assert torch.equal(images, reference[0]) and torch.equal(labels, reference[1]) and not skipped
+    rate = {k: len(files) / statistics.median(v) for k, v in seconds.items()}
+    return {"files": len(files), "workers": cores, "repeats": DECODE_REPEATS,
+            "seconds": {k: [round(x, 3) for x in v] for k, v in seconds.items()},
+            "cores_busy_median": {k: round(statistics.median(v), 2) for k, v in cores_busy.items()},
+            "files_per_s": {k: round(v, 1) for k, v in rate.items()},
+            "ratio_all_cores_over_one": round(rate["all_cores"] / rate["one_process"], 2), "target_ratio": 1.7}
+
+
+def autogroup() -> bool | None:
+    """Whether the kernel shares CPU time between sessions rather than between processes (None: unknown)."""
+    try:
+        return Path("/proc/sys/kernel/sched_autogroup_enabled").read_text().strip() == "1"
+    except OSError:
+        return None
+
+
+def cpu_seconds() -> float:
+    """CPU time of this process and of its finished children (the decoding pool's workers, once joined)."""
+    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+
 def timed(fn) -> tuple[float, int]:
     start = time.perf_counter()
     n = fn()
@@ -148,7 +192,8 @@ def main() -> int:
     written = make_folder()
     n_train = sum(TRAIN.values())
 
-    # the study's one-time cost: decode every file of the folder once (train + validation)
+    decode = decode_rates()
+    # the study's one-time cost: decode every file of the folder once (train + validation, every core)
     start = time.perf_counter()
     ds = data.load_dataset(str(FOLDER), image_size=SIZE, seed=SEED, cache_dir=None)
     t_decode = time.perf_counter() - start
@@ -186,12 +231,14 @@ def main() -> int:
             "python": platform.python_version(), "torch": torch.__version__,
             "loadavg_before": [round(v, 2) for v in load_before],
             "loadavg_after": [round(v, 2) for v in os.getloadavg()],
-            "shared": "yes: another long job ran on the machine during this benchmark (timings are noisy)",
+            "shared": "yes: other jobs ran on the machine during this benchmark (timings are noisy)",
+            "sched_autogroup": autogroup(),
         },
         "images": {"train_jpegs": n_train, "decoded_once_total": n_decoded, "size_px": SIZE,
                    "folder": str(FOLDER.relative_to(ROOT)), "jpeg_quality": 90, "written_now": written},
         "batch_size": BATCH, "imagefolder_num_workers": WORKERS, "repeats": REPEATS,
         "one_time_decode_s": round(t_decode, 2),
+        "decode": decode,
         "epoch_s": {k: [round(s, 3) for s in v] for k, v in runs.items()},
         "images_per_s": {k: round(v, 1) for k, v in rate.items()},
         "ratio_tensors_over_imagefolder": {
@@ -208,7 +255,7 @@ def main() -> int:
 
 
 def markdown(f: dict) -> str:
-    r, e, m = f["images_per_s"], f["epoch_s"], f["machine"]
+    r, e, m, d = f["images_per_s"], f["epoch_s"], f["machine"], f["decode"]
     med = {k: statistics.median(v) for k, v in e.items()}
     ratio = f["ratio_tensors_over_imagefolder"]
 
@@ -220,7 +267,7 @@ def markdown(f: dict) -> str:
         f"Command: `{f['command']}` (also run by `make bench`); one run, both pipelines on the same machine, "
         "in alternating repeats.\n\n"
         f"Machine: {m['cpu_count']} cores, no GPU ({m['platform']}, Python {m['python']}, torch {m['torch']}, "
-        f"{m['torch_threads']} torch threads). **Shared and noisy**: another long job was running during the "
+        f"{m['torch_threads']} torch threads). **Shared and noisy**: other jobs were running during the "
         f"benchmark (1-minute load average {m['loadavg_before'][0]} before, {m['loadavg_after'][0]} after, on 2 cores), "
         "so absolute figures move from run to run; the alternating repeats give both pipelines the same conditions.\n\n"
         f"Data: {f['images']['train_jpegs']} real training JPEGs at {f['images']['size_px']} px (Animal-MNIST cats and "
@@ -228,7 +275,7 @@ def markdown(f: dict) -> str:
         f"Batch size {f['batch_size']}. Median of {f['repeats']} epochs after one warm-up epoch each.\n\n"
         "- **tensors**: the study's way. `study.data.load_dataset(<folder>, image_size=224)` decodes every file "
         "once into uint8 N x 3 x 224 x 224 tensors; each epoch shuffles, slices batches and converts + "
-        "normalises them on the fly in the training process (`study.loop.to_input`, `normalise`).\n"
+        "normalises them on the fly in the training process (`study.loop.to_input`, then the mean/std step of `study.models.Classifier`).\n"
         "- **imagefolder**: Ray Tune's PyTorch-tutorial pattern. `torchvision.datasets.ImageFolder` with "
         f"`ToTensor()` + `Normalize`, `DataLoader(shuffle=True, num_workers={f['imagefolder_num_workers']})` "
         "(the tutorial uses 8 workers; this machine has 2 cores): every epoch decodes every JPEG again, in the "
@@ -248,10 +295,25 @@ def markdown(f: dict) -> str:
         "batch, normalised in place. These silhouette JPEGs are mostly flat and decode faster than photographs "
         "would, which favours ImageFolder.\n\n"
         f"The decoded-once pipeline pays its decoding once per study: {f['one_time_decode_s']} s for all "
-        f"{f['images']['decoded_once_total']} files of the folder (train and validation, one process); a re-run "
+        f"{f['images']['decoded_once_total']} files of the folder (train and validation, {d['workers']} processes); a re-run "
         "reads the on-disk cache instead. The tiny model (two strided 3x3 convolutions and a linear head) adds a "
         "little compute; ResNet-18 was not timed here.\n\n"
-        f"Every epoch's time (s): `{json.dumps(e)}`\n"
+        f"Every epoch's time (s): `{json.dumps(e)}`\n\n"
+        "## The one-time decode: one process vs every core\n\n"
+        f"`study.data.decode_files` (PIL, resized to {f['images']['size_px']} px) over the folder's {d['files']} "
+        f"JPEGs, in one process and in a pool of {d['workers']} processes (chunks of {data.DECODE_CHUNK} files), "
+        f"alternating, median of {d['repeats']} runs after one warm-up; both gave identical tensors.\n\n"
+        "| decode | files/s | seconds per run | cores busy (CPU s / wall s, median) |\n|---|---|---|---|\n"
+        f"| one process | {d['files_per_s']['one_process']:.0f} | {d['seconds']['one_process']} | "
+        f"{d['cores_busy_median']['one_process']} |\n"
+        f"| {d['workers']} processes | {d['files_per_s']['all_cores']:.0f} | {d['seconds']['all_cores']} | "
+        f"{d['cores_busy_median']['all_cores']} |\n\n"
+        f"Every core over one process: **{d['ratio_all_cores_over_one']}x** (target: at least {d['target_ratio']}x "
+        f"on {m['cpu_count']} cores). The last column says how many cores each run actually got"
+        + (": this kernel shares CPU time between sessions (`sched_autogroup_enabled=1`), not between processes, "
+           "so while other sessions are busy the pool gets little more CPU time than one process does"
+           if m["sched_autogroup"] else ": the other jobs' load takes cores from the pool as from the single process")
+        + f"; the ratio can approach {d['workers']}x only when the pool is given {d['workers']} cores.\n"
     )
 
 

@@ -1,10 +1,12 @@
 """Data sets -> one in-memory form: uint8 N x C x H x W tensors per split, decoded once, cached.
 
 Every data set is chosen by name (``animals``, ``animals_source``, ``digits``, ``digits_lt``)
-or is a folder path in the seeds' Kaggle layout. The result is a :class:`Dataset` whose
-train / validation / test splits are disjoint and deterministic for a seed. The decoded
-tensors are cached under ``results/cache/`` keyed by a hash of the content and the settings,
-so a re-run skips decoding and a changed file invalidates the cache.
+or is a folder path in the seeds' Kaggle layout (checked, without torch, by ``study.sources``).
+The result is a :class:`Dataset` whose train / validation / test splits are disjoint and
+deterministic for a seed. A folder's images are decoded once, over every core (or with nvjpeg
+on a GPU). The decoded tensors are cached under ``cache_dir`` (``results/cache/`` by default)
+keyed by a hash of the content and the settings, so a re-run skips decoding and a changed file
+invalidates the cache.
 """
 
 from __future__ import annotations
@@ -13,9 +15,12 @@ import gzip
 import hashlib
 import io
 import json
+import mmap
+import multiprocessing
 import os
 import pickle
 import warnings
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -25,16 +30,18 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from study.sources import (  # noqa: F401 - DataError, DataWarning and the parsers are re-exported for callers
+    ANIMAL_TASK, ANIMALS, DATASETS, DIGIT_PAIR, JPEG_SUFFIXES, DataError, DataWarning, check_ratio, folder_layout,
+    is_folder, parse_counts, parse_ratio,
+)
+
 DEFAULT_CACHE = Path("results/cache")
-ANIMALS = ("bear", "bird", "cat", "cow", "dog", "elephant", "giraffe", "horse", "sheep", "zebra")
-ANIMAL_TASK = (2, 4)  # cat (minority, label 0) vs dog (majority, label 1), as in the seed paper
 PAPER_RATIO = 1 / 11  # 1000 cats : 11000 dogs
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
-CACHE_VERSION = 3  # 2: exact duplicate animal images stay out of validation and test; 3: folder hold-out after decoding
-
-
-class DataError(ValueError):
-    """Bad data input: a clear one-line message for the user."""
+# 2: exact duplicate animal images stay out of validation and test; 3: folder hold-out after decoding;
+# 4: --ratio keeps the fewest-image class whole (folders), skipped files recorded in the entry
+CACHE_VERSION = 4
+DECODE_CHUNK = 64  # files per task of the decoding pool: large enough to amortise pickling, small for balance
+GPU_BATCH = 128  # JPEGs per nvjpeg call
 
 
 @dataclass(frozen=True)
@@ -62,47 +69,23 @@ class Dataset:
     def num_classes(self) -> int:
         return len(self.classes)
 
+    @property
+    def minority(self) -> int:
+        """The label with the fewest training images (before any resampling; ties: the lowest label)."""
+        counts = self.train.counts(self.num_classes)
+        return min(range(self.num_classes), key=counts.__getitem__)  # min keeps the first of a tie
+
+    @property
+    def minority_name(self) -> str:
+        return self.classes[self.minority]
+
     def summary(self) -> str:
         k = self.num_classes
         parts = [f"{s}={dict(zip(self.classes, getattr(self, s).counts(k)))}" for s in ("train", "val", "test")]
         return f"{self.name} {tuple(self.train.images.shape[1:])}: " + " ".join(parts)
 
 
-# ---------------------------------------------------------------- settings helpers
-
-
-def parse_ratio(value: str | float | None) -> float | None:
-    """'1:11', '0.0909' or a float -> minority/majority in (0, 1]."""
-    if value is None:
-        return None
-    try:
-        if isinstance(value, str) and ":" in value:
-            a, b = (float(v) for v in value.split(":"))
-            ratio = a / b
-        else:
-            ratio = float(value)
-    except (ValueError, ZeroDivisionError):
-        raise DataError(f"ratio must be a number in (0, 1] or 'a:b', got {value!r}") from None
-    check_ratio(ratio)
-    return ratio
-
-
-def check_ratio(ratio: float) -> None:
-    if not 0 < ratio <= 1:
-        raise DataError(f"ratio must be in (0, 1] (minority / majority), got {ratio}")
-
-
-def parse_counts(value: str | dict | None) -> dict[str, int] | None:
-    """'cat=1000,dog=11000' -> {'cat': 1000, 'dog': 11000}."""
-    if value is None or isinstance(value, dict):
-        return value
-    counts = {}
-    for part in value.split(","):
-        name, sep, num = part.partition("=")
-        if not sep or not num.strip().isdigit():
-            raise DataError(f"per-class counts must look like 'cat=1000,dog=11000', got {value!r}")
-        counts[name.strip()] = int(num)
-    return counts
+# ---------------------------------------------------------------- training counts
 
 
 def _pick(rng: np.random.Generator, idx: np.ndarray, n: int) -> np.ndarray:
@@ -110,9 +93,13 @@ def _pick(rng: np.random.Generator, idx: np.ndarray, n: int) -> np.ndarray:
 
 
 def train_counts(
-    available: dict[str, int], classes: tuple[str, ...], ratio: float | None, counts: dict[str, int] | None
+    available: dict[str, int], classes: tuple[str, ...], ratio: float | None, counts: dict[str, int] | None,
+    minority: str | None = None,
 ) -> dict[str, int]:
-    """Training images per class: explicit counts, or the first class cut to ``ratio`` of the largest."""
+    """Training images per class: explicit ``counts``, or for a ``ratio`` (minority / majority) the minority
+    kept whole and every other class cut to ``round(n_min / ratio)``; when no other class has that many, the
+    minority is cut instead, to ``ratio`` x the largest other class. The minority is the class with the
+    fewest available images (ties: the lowest label) unless the task names it (``minority``)."""
     if counts is not None:
         unknown = sorted(set(counts) - set(classes))
         if unknown:
@@ -124,16 +111,17 @@ def train_counts(
                 )
         return {c: counts.get(c, available[c]) for c in classes}
     if ratio is None:
-        return dict(available)
+        return {c: available[c] for c in classes}
     check_ratio(ratio)
-    majority = max(available[c] for c in classes[1:])
-    minority = max(1, round(ratio * majority))
-    if minority > available[classes[0]]:
-        raise DataError(
-            f"ratio {ratio:g} asks for {minority} training images of '{classes[0]}' "
-            f"({majority} of the largest class), but only {available[classes[0]]} are available"
-        )
-    return {c: (minority if i == 0 else available[c]) for i, c in enumerate(classes)}
+    if len(classes) < 2:
+        raise DataError(f"a ratio needs two or more classes, got {len(classes)}: {', '.join(classes)}")
+    small = minority if minority is not None else min(classes, key=lambda c: available[c])  # min: first of a tie
+    largest_other = max(available[c] for c in classes if c != small)
+    majority = round(available[small] / ratio)
+    if largest_other >= majority:
+        return {c: available[c] if c == small else min(available[c], majority) for c in classes}
+    # r * largest_other < n_min here, so the cut minority never asks for more images than exist
+    return {c: max(1, round(ratio * largest_other)) if c == small else available[c] for c in classes}
 
 
 # ---------------------------------------------------------------- tensors
@@ -230,8 +218,9 @@ def build_animals(
         parts["val"].append(idx[:val_per_class])
         parts["test"].append(idx[val_per_class : val_per_class + test_per_class])
         pools[classes[new]] = idx[val_per_class + test_per_class :]
-    wanted = train_counts({c: len(p) for c, p in pools.items()}, classes, PAPER_RATIO if ratio is None and counts is None else ratio, counts)
-    parts["train"] = [_pick(rng, pools[c], wanted[c]) for c in classes]
+    wanted = train_counts({c: len(p) for c, p in pools.items()}, classes,
+                          PAPER_RATIO if ratio is None and counts is None else ratio, counts)
+    parts["train"] = [_pick(rng, pools[c], wanted[c]) for c in classes]  # 700 : 700 available, cat (label 0) cut
     remap = np.full(len(ANIMALS), -1)
     remap[list(ANIMAL_TASK)] = [0, 1]
     new_labels = remap[labels]
@@ -273,9 +262,9 @@ def _digits_raw() -> tuple[np.ndarray, np.ndarray]:
 
 def build_digits(
     raw: tuple[np.ndarray, np.ndarray], *, image_size: int, seed: int, ratio: float | None, counts: dict | None,
-    pair: tuple[int, int] = (3, 8), holdout: float = 0.25,
+    pair: tuple[int, int] = DIGIT_PAIR, holdout: float = 0.25,
 ) -> Dataset:
-    """scikit-learn's digits as a binary pair (first digit the minority, 1:11 by default)."""
+    """scikit-learn's digits as a binary pair (the first digit is the minority, 1:11 by default)."""
     images, labels = raw
     classes = tuple(str(d) for d in pair)
     rng = np.random.default_rng(seed)
@@ -287,7 +276,9 @@ def build_digits(
         parts["val"].append(idx[:n])
         parts["test"].append(idx[n : 2 * n])
         pools[str(digit)] = idx[2 * n :]
-    wanted = train_counts({c: len(p) for c, p in pools.items()}, classes, PAPER_RATIO if ratio is None and counts is None else ratio, counts)
+    # the task names its minority: 3 has a few more images than 8 (93 : 88 at seed 0) and is still the one cut
+    wanted = train_counts({c: len(p) for c, p in pools.items()}, classes,
+                          PAPER_RATIO if ratio is None and counts is None else ratio, counts, minority=classes[0])
     parts["train"] = [_pick(rng, pools[c], wanted[c]) for c in classes]
     remap = np.full(10, -1)
     remap[list(pair)] = [0, 1]
@@ -323,40 +314,11 @@ def build_digits_lt(
     return Dataset("digits_lt", classes, **splits)
 
 
-# ---------------------------------------------------------------- folder (Kaggle layout)
+# ---------------------------------------------------------------- folder (Kaggle layout): decoding
 
 
-def _class_dirs(split_dir: Path) -> dict[str, list[Path]]:
-    if not split_dir.is_dir():
-        raise DataError(f"missing folder {split_dir} (expected <root>/train/<class>/, <root>/validation/<class>/)")
-    dirs = sorted(d for d in split_dir.iterdir() if d.is_dir())
-    if not dirs:
-        raise DataError(f"no class folders in {split_dir}")
-    files = {}
-    for d in dirs:
-        found = sorted(p for p in d.rglob("*") if p.is_file() and not p.name.startswith("."))
-        if not found:
-            raise DataError(f"class folder {d} is empty")
-        files[d.name] = found
-    return files
-
-
-def folder_files(root: Path) -> dict[str, dict[str, list[Path]]]:
-    """{split: {class: [files]}} for a Kaggle-layout folder; validates the layout."""
-    if not root.exists():
-        raise DataError(f"data path {root} does not exist")
-    layout = {"train": _class_dirs(root / "train"), "validation": _class_dirs(root / "validation")}
-    if (root / "test").is_dir():
-        layout["test"] = _class_dirs(root / "test")
-    for split, per_class in layout.items():
-        if sorted(per_class) != sorted(layout["train"]):
-            raise DataError(
-                f"class folders of {root / split} ({', '.join(per_class)}) differ from train ({', '.join(layout['train'])})"
-            )
-    return layout
-
-
-def _decode(path: Path, size: int) -> torch.Tensor | None:
+def _decode(path: Path, size: int) -> np.ndarray | None:
+    """One file -> uint8 3 x size x size (PIL, bilinear), or None when it is no readable image."""
     from PIL import Image, UnidentifiedImageError
 
     try:
@@ -365,30 +327,152 @@ def _decode(path: Path, size: int) -> torch.Tensor | None:
             rgb = img.convert("RGB").resize((size, size), Image.BILINEAR)
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError):
         return None
-    return torch.from_numpy(np.asarray(rgb, dtype=np.uint8).copy()).permute(2, 0, 1)
+    return np.asarray(rgb, dtype=np.uint8).transpose(2, 0, 1)
 
 
-def decode_files(files: list[tuple[Path, int]], size: int, what: str) -> tuple[torch.Tensor, torch.Tensor, list[Path]]:
-    """Decode images once (with a progress bar); return tensors, labels and the files skipped."""
+def _decode_into(out: np.ndarray, start: int, paths: list[Path]) -> np.ndarray:
+    """Decode ``paths`` into ``out[start:]`` (uint8 N x 3 x size x size); return which were readable."""
+    ok = np.zeros(len(paths), dtype=bool)
+    for i, path in enumerate(paths):
+        image = _decode(path, out.shape[-1])
+        if image is not None:
+            out[start + i], ok[i] = image, True
+    return ok
+
+
+_OUT: np.ndarray | None = None  # a pool worker's view of the parent's shared output buffer
+
+
+def _adopt(out: np.ndarray) -> None:
+    global _OUT
+    _OUT = out
+
+
+def _decode_task(start: int, paths: list[Path]) -> np.ndarray:
+    return _decode_into(_OUT, start, paths)
+
+
+def default_workers() -> int:
+    """Every core this process may use; 1 inside a daemonic process (it may not have children)."""
+    if multiprocessing.current_process().daemon:
+        return 1
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def _decode_cpu(
+    paths: list[Path], out: np.ndarray, workers: int, chunk: int, progress: Callable[[int], object]
+) -> np.ndarray:
+    """PIL over a pool of forked processes, in chunks, each writing its images straight into ``out`` (shared
+    memory, nothing is pickled back but the readable masks); the same bytes in the same order as one process."""
+    ok = np.zeros(len(paths), dtype=bool)
+    if "fork" not in multiprocessing.get_all_start_methods():
+        workers = 1
+    chunk = max(1, min(chunk, -(-len(paths) // (4 * workers))))  # at least 4 tasks per worker: even finish
+    starts = range(0, len(paths), chunk)
+    workers = min(workers, len(starts))
+    if workers <= 1:
+        for start in starts:
+            ok[start : start + chunk] = _decode_into(out, start, paths[start : start + chunk])
+            progress(len(paths[start : start + chunk]))
+        return ok
+    # fork: the workers inherit the shared buffer and need no re-import of torch (seconds each under spawn);
+    # they only run PIL and numpy
+    context = multiprocessing.get_context("fork")
+    with ProcessPoolExecutor(workers, mp_context=context, initializer=_adopt, initargs=(out,)) as pool:
+        for start, good in zip(starts, pool.map(_decode_task, starts, [paths[s : s + chunk] for s in starts])):
+            ok[start : start + len(good)] = good
+            progress(len(good))
+    return ok
+
+
+def _shared_buffer(n: int, size: int) -> np.ndarray:
+    """uint8 n x 3 x size x size in anonymous shared memory (what forked workers write into; not /dev/shm,
+    which containers often cap at 64 MB)."""
+    if n == 0:
+        return np.empty((0, 3, size, size), dtype=np.uint8)
+    return np.frombuffer(mmap.mmap(-1, n * 3 * size * size), dtype=np.uint8).reshape(n, 3, size, size)
+
+
+def _whole_jpeg(raw: bytes) -> bool:
+    """Starts with SOI and ends with EOI: worth handing to nvjpeg (a truncated file goes to PIL, which rejects
+    it, so that both decoders skip the same files)."""
+    return raw[:2] == b"\xff\xd8" and raw.rstrip(b"\0\r\n ")[-2:] == b"\xff\xd9"
+
+
+def _device_decode(raws: list[bytes], device: str) -> list[torch.Tensor | None]:
+    """JPEG bytes -> RGB uint8 3 x h x w tensors on ``device``, one batched call; when the decoder refuses the
+    batch (one bad file fails it all), each file alone, None for those it refuses."""
+    from torchvision.io import ImageReadMode, decode_jpeg
+
+    if not raws:
+        return []
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # torchvision 0.29 deprecates its decoders for TorchCodec
+            return list(decode_jpeg([torch.frombuffer(bytearray(r), dtype=torch.uint8) for r in raws],
+                                    mode=ImageReadMode.RGB, device=device))
+    except RuntimeError:
+        return [None] if len(raws) == 1 else [_device_decode([r], device)[0] for r in raws]
+
+
+def _decode_jpegs(paths: list[Path], out: np.ndarray, device: str, progress: Callable[[int], object]) -> np.ndarray:
+    """JPEGs in batches with torchvision's decoder on ``device`` (nvjpeg on CUDA), resized there (bilinear,
+    antialiased), into ``out``; files that do not look whole, or that the decoder refuses, go through PIL
+    (which also decides whether they are readable at all)."""
+    ok = np.zeros(len(paths), dtype=bool)
+    for start in range(0, len(paths), GPU_BATCH):
+        batch = list(range(start, min(start + GPU_BATCH, len(paths))))
+        raws = {i: paths[i].read_bytes() for i in batch}
+        whole = [i for i in batch if _whole_jpeg(raws[i])]
+        decoded = [(i, image) for i, image in zip(whole, _device_decode([raws[i] for i in whole], device))
+                   if image is not None]
+        if decoded:  # resized on the device, one copy back per batch (not one synchronisation per image)
+            done = [i for i, _ in decoded]
+            out[done] = torch.stack([resize(image.unsqueeze(0), out.shape[-1])[0] for _, image in decoded]).cpu().numpy()
+            ok[done] = True
+        for i in batch:
+            if not ok[i]:
+                ok[i] = _decode_into(out, i, [paths[i]])[0]
+        progress(len(batch))
+    return ok
+
+
+def decode_device(files: list[Path]) -> str:
+    """'cuda' (nvjpeg) when a GPU is there and every file is a JPEG; 'cpu' (PIL over every core) otherwise."""
+    if files and torch.cuda.is_available() and all(p.suffix.lower() in JPEG_SUFFIXES for p in files):
+        return "cuda"
+    return "cpu"
+
+
+def decode_files(
+    files: list[tuple[Path, int]], size: int, what: str, *, workers: int | None = None, device: str = "cpu",
+    chunk: int = DECODE_CHUNK,
+) -> tuple[torch.Tensor, torch.Tensor, list[Path]]:
+    """Decode images once (with a progress bar): uint8 N x 3 x size x size, labels, and the files skipped.
+
+    ``device='cpu'``: PIL in ``workers`` processes (default: every core; 1: in this process), identical
+    results in file order whatever the count. Another device: torchvision's JPEG decoder there, in batches.
+    """
     from tqdm import tqdm
 
-    images, labels, skipped = [], [], []
-    for path, label in tqdm(files, desc=f"decoding {what}", unit="img", disable=None, leave=False):
-        tensor = _decode(path, size)
-        if tensor is None:
-            skipped.append(path)
+    paths = [p for p, _ in files]
+    labels = torch.tensor([label for _, label in files], dtype=torch.long)
+    out = _shared_buffer(len(paths), size)
+    with tqdm(total=len(paths), desc=f"decoding {what}", unit="img", disable=None, leave=False) as bar:
+        if device == "cpu":
+            ok = _decode_cpu(paths, out, default_workers() if workers is None else workers, chunk, bar.update)
         else:
-            images.append(tensor)
-            labels.append(label)
-    stacked = torch.stack(images) if images else torch.empty(0, 3, size, size, dtype=torch.uint8)
-    return stacked, torch.tensor(labels, dtype=torch.long), skipped
+            ok = _decode_jpegs(paths, out, device, bar.update)
+    images = torch.from_numpy(out if ok.all() else out[ok])  # unreadable files leave rows that are cut here
+    return images, labels[torch.from_numpy(ok)], [p for p, good in zip(paths, ok) if not good]
 
 
 def build_folder(
     layout: dict[str, dict[str, list[Path]]], *, root: Path, image_size: int, seed: int,
-    ratio: float | None, counts: dict | None,
+    ratio: float | None, counts: dict | None, workers: int | None = None, device: str = "cpu",
 ) -> Dataset:
-    """A Kaggle-layout folder; without test/, half of each validation class's readable images is held out (seeded)."""
+    """A Kaggle-layout folder; without test/, half of each validation class's readable images is held out (seeded).
+    The files skipped as unreadable are in ``settings['skipped']``."""
     classes = tuple(sorted(layout["train"]))
     rng = np.random.default_rng(seed)
     wanted = train_counts({c: len(layout["train"][c]) for c in classes}, classes, ratio, counts)
@@ -402,7 +486,7 @@ def build_folder(
     for name, files in chosen.items():
         if not files:  # no test/ folder: held out of validation below
             continue
-        images, labels, bad = decode_files(files, image_size, name)
+        images, labels, bad = decode_files(files, image_size, name, workers=workers, device=device)
         skipped += bad
         for label, c in enumerate(classes):
             if not (labels == label).any():
@@ -420,12 +504,7 @@ def build_folder(
         for label, c in enumerate(classes):
             if not (splits["test"].labels == label).any():
                 raise DataError(f"class '{c}' has one readable validation image in {root}: too few to hold out a test half")
-    if skipped:
-        warnings.warn(
-            f"skipped {len(skipped)} corrupt, truncated or non-image files under {root} (first: {skipped[0]})",
-            stacklevel=2,
-        )
-    return Dataset(f"folder:{root.name}", classes, **splits)
+    return Dataset(f"folder:{root.name}", classes, **splits, settings={"skipped": [str(p) for p in skipped]})
 
 
 # ---------------------------------------------------------------- registry, cache, entry point
@@ -455,8 +534,8 @@ def _digits_source(builder: Callable[..., Dataset]) -> Callable[[], Source]:
     return source
 
 
-# name -> () -> (raw content, content hasher, builder)
-DATASETS: dict[str, Callable[[], Source]] = {
+# name -> () -> (raw content, content hasher, builder); the names are study.sources.DATASETS
+BUILDERS: dict[str, Callable[[], Source]] = {
     "animals": _animals_source(build_animals),
     "animals_source": _animals_source(build_animals_source),
     "digits": _digits_source(build_digits),
@@ -464,27 +543,55 @@ DATASETS: dict[str, Callable[[], Source]] = {
 }
 
 
-def _folder_source(root: Path) -> Source:
-    layout = folder_files(root)
+def _folder_source(root: Path, workers: int | None) -> Source:
+    layout = folder_layout(root)
+    device = decode_device([p for per_class in layout.values() for files in per_class.values() for p in files])
 
     def hasher(h: "hashlib._Hash") -> None:
+        h.update(device.encode())  # nvjpeg + torch resizing differ from PIL by a few levels: its own entry
         for split in sorted(layout):
             for c in sorted(layout[split]):
                 for p in layout[split][c]:
                     h.update(str(p.relative_to(root)).encode())
                     _hash_bytes(h, p.read_bytes())
 
-    return layout, hasher, lambda lay, **kw: build_folder(lay, root=root, **kw)
+    return layout, hasher, lambda lay, **kw: build_folder(lay, root=root, workers=workers, device=device, **kw)
 
 
-def resolve_source(data: str) -> tuple[str, Source]:
+def resolve_source(data: str, *, workers: int | None = None) -> tuple[str, Source]:
     """A data-set name or a folder path -> (display name, source); unknown names list the choices."""
-    if data in DATASETS:
-        return data, DATASETS[data]()
-    path = Path(data).expanduser()
-    if os.sep in data or path.exists() or data.startswith("."):
-        return f"folder:{path}", _folder_source(path)
+    if data in BUILDERS:
+        return data, BUILDERS[data]()
+    if is_folder(data):
+        path = Path(data).expanduser()
+        return f"folder:{path}", _folder_source(path, workers)
     raise DataError(f"unknown data set '{data}'; choose one of: {', '.join(sorted(DATASETS))}, or a folder path")
+
+
+def _read_cache(path: Path) -> Dataset | None:
+    """A cache entry, or None (with a warning) when it cannot be read: it is rebuilt, never a traceback."""
+    try:
+        blob = torch.load(path, weights_only=True)
+        splits = {s: Split(blob[f"{s}_x"], blob[f"{s}_y"]) for s in ("train", "val", "test")}
+        for s, split in splits.items():
+            if not (split.images.dtype == torch.uint8 and split.images.ndim == 4 and split.labels.dtype == torch.int64
+                    and len(split.images) == len(split.labels)):
+                raise ValueError(f"malformed {s} split")
+        return Dataset(str(blob["name"]), tuple(blob["classes"]), **splits, settings={"skipped": list(blob["skipped"])})
+    except Exception as err:  # whatever a truncated or foreign file raises: the entry is derived, rebuild it
+        reason = f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"
+        warnings.warn(f"cache entry {path} is unreadable ({reason[:200]}); rebuilding it", DataWarning, stacklevel=3)
+        return None
+
+
+def _write_cache(path: Path, ds: Dataset) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    blob = {"name": ds.name, "classes": list(ds.classes), "skipped": list(ds.settings.get("skipped", []))}
+    for s in ("train", "val", "test"):
+        blob[f"{s}_x"], blob[f"{s}_y"] = getattr(ds, s).images, getattr(ds, s).labels
+    tmp = path.with_suffix(f".tmp{os.getpid()}")
+    torch.save(blob, tmp)
+    os.replace(tmp, path)  # atomic: a killed run never leaves half a cache file
 
 
 def load_dataset(
@@ -495,32 +602,32 @@ def load_dataset(
     ratio: float | None = None,
     counts: dict[str, int] | str | None = None,
     cache_dir: Path | str | None = DEFAULT_CACHE,
+    workers: int | None = None,
 ) -> Dataset:
-    """Build (or load from the cache) the data set's three uint8 splits."""
+    """Build (or load from the cache under ``cache_dir``; None: no cache) the data set's three uint8 splits.
+
+    ``workers``: decoding processes for a folder (default every core). Files skipped as unreadable are
+    warned about (DataWarning) on every load, from the cache too, and listed in ``settings['skipped']``.
+    """
     if ratio is not None:
         check_ratio(ratio)
     counts = parse_counts(counts)
-    name, (raw, hasher, builder) = resolve_source(data)
+    name, (raw, hasher, builder) = resolve_source(data, workers=workers)
     settings = {"data": name, "image_size": image_size, "seed": seed, "ratio": ratio, "counts": counts}
     h = hashlib.sha256(json.dumps({**settings, "v": CACHE_VERSION}, sort_keys=True).encode())
     hasher(h)
-    key = h.hexdigest()[:20]
-    cache = Path(cache_dir) / f"{name.split(':')[0]}-{key}.pt" if cache_dir is not None else None
-    if cache is not None and cache.exists():
-        blob = torch.load(cache, weights_only=True)
-        splits = {s: Split(blob[f"{s}_x"], blob[f"{s}_y"]) for s in ("train", "val", "test")}
-        return Dataset(blob["name"], tuple(blob["classes"]), **splits, settings={**settings, "cache": str(cache)})
-    ds = builder(raw, image_size=image_size, seed=seed, ratio=ratio, counts=counts)
-    ds = Dataset(ds.name, ds.classes, ds.train, ds.val, ds.test, settings={**settings, "cache": str(cache)})
-    if cache is not None:
-        cache.parent.mkdir(parents=True, exist_ok=True)
-        blob = {"name": ds.name, "classes": list(ds.classes)}
-        for s in ("train", "val", "test"):
-            blob[f"{s}_x"], blob[f"{s}_y"] = getattr(ds, s).images, getattr(ds, s).labels
-        tmp = cache.with_suffix(f".tmp{os.getpid()}")
-        torch.save(blob, tmp)
-        os.replace(tmp, cache)  # atomic: a killed run never leaves half a cache file
-    return ds
+    cache = Path(cache_dir) / f"{name.split(':')[0]}-{h.hexdigest()[:20]}.pt" if cache_dir is not None else None
+    ds = _read_cache(cache) if cache is not None and cache.exists() else None
+    if ds is None:
+        ds = builder(raw, image_size=image_size, seed=seed, ratio=ratio, counts=counts)
+        if cache is not None:
+            _write_cache(cache, ds)
+    skipped = ds.settings.get("skipped", [])
+    if skipped:
+        warnings.warn(f"skipped {len(skipped)} corrupt, truncated or non-image files under {name.split(':', 1)[-1]} "
+                      f"(first: {skipped[0]})", DataWarning, stacklevel=2)
+    return Dataset(ds.name, ds.classes, ds.train, ds.val, ds.test,
+                   settings={**settings, "cache": str(cache), "skipped": skipped})
 
 
 def subset(ds: Dataset, largest: int, seed: int = 0, floor: int = 8) -> Dataset:

@@ -98,11 +98,14 @@ class Classifier(nn.Module):
         # not persistent: set by the weights' kind when built, so checkpoints hold the network's tensors only
         self.register_buffer("mean", torch.tensor(norm[0]).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(norm[1]).view(1, 3, 1, 1), persistent=False)
+        # (x - mean) / std as one fused pass over the input: x * (1 / std) + (-mean / std)
+        self.register_buffer("scale", 1 / self.std, persistent=False)
+        self.register_buffer("shift", -self.mean / self.std, persistent=False)
         self.backbone = backbone
         self.frozen_stages = frozen_stages
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net((x - self.mean) / self.std)
+        return self.net(torch.addcmul(self.shift, x, self.scale))
 
 
 def load_state_dict(path: Path | str) -> dict[str, torch.Tensor]:
