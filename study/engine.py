@@ -43,6 +43,9 @@ log = logging.getLogger(__name__)
 def init_ray(address: str | None) -> None:
     import ray
 
+    # Token authentication, as Ray 2.60 recommends: set, not left to Ray's default (which warns on every start).
+    # A cluster sets it on every node (cluster.yaml); RAY_AUTH_MODE=disabled in the environment is respected.
+    os.environ.setdefault("RAY_AUTH_MODE", "token")
     # A fresh local instance unless told to join one: a plain ray.init() would attach to whatever
     # /tmp/ray/ray_current_cluster names, and hang for ever when that cluster is dead.
     ray.init(address=address or "local", dashboard_host="127.0.0.1", include_dashboard=False if not address else None,

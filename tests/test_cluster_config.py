@@ -1,18 +1,25 @@
 """cluster.yaml and cluster-onprem.yaml: accepted by Ray's own launcher validation, bound to no
-public address, free of secrets, with shared storage, installing the project as the README says."""
+public address, free of secrets, with shared storage, installing the project as the README says;
+Ray behind its cluster token, MLflow behind its basic-auth app."""
 
 from __future__ import annotations
 
+import configparser
 import copy
+import importlib.util
 import ipaddress
 import json
+import os
 import re
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
 import jsonschema
 import pytest
 import yaml
+from ray.autoscaler._private.aws.config import _create_default_inbound_rules
 from ray.autoscaler._private.util import prepare_config, validate_config
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -25,7 +32,15 @@ SECRETS = [
     r"(?i)aws_secret_access_key", r"(?i)aws_access_key_id", r"(?i)aws_session_token", r"AKIA[0-9A-Z]{16}",
     r"-----BEGIN [A-Z ]*PRIVATE KEY-----", r"(?i)\b(password|passwd|secret|token|api_key)\s*[:=]",
     r"://[^\s/:@'\"]+:[^\s/@'\"]+@",  # user:password@host in a URI
+    r"\b[0-9a-f]{64}\b",  # a Ray token as `ray get-auth-token --generate` makes it (secrets.token_hex(32))
+    r"\bRAY_AUTH_TOKEN\s*=",  # the token in the environment: the nodes read it from a file instead
+    r"\b[A-Z_]*(PASSWORD|PASSWD|SECRET|TOKEN|API_KEY)[A-Z_]*=(?![\"']?[$%])",  # NAME=literal, not =$VAR or =%s
+    r"(?i)\b\w*(password|passwd|secret|token)\w*\s+=\s+(?![$%])\S",  # an ini line: name = literal
+    r"(?i)[\"']\w*(password|passwd|secret|token)\w*[\"']\s*:\s*[\"']",  # "password": "literal"
 ]
+TOKEN_FILE = "~/.ray/auth_token"  # where Ray looks for the cluster token by default
+# The head's start commands that run before Ray: its settings and MLflow's secrets.
+SETTINGS_END = "ray stop"
 
 
 def raw(name: str) -> dict[str, Any]:
@@ -51,7 +66,7 @@ def squash(text: str) -> str:
 
 def study_env(config: dict[str, Any]) -> dict[str, str]:
     """The head's ~/.study_env, as its start command writes it: printf 'export %s\\n' 'NAME=value' ..."""
-    [cmd] = [c for c in config["head_start_ray_commands"] if "~/.study_env" in c and "printf" in c]
+    [cmd] = [c for c in config["head_start_ray_commands"] if "> ~/.study_env" in c]
     return dict(re.findall(r"""["']([A-Z_]+)=(.*?)["'](?=\s)""", cmd))
 
 
@@ -64,6 +79,33 @@ def flag(cmd: str, name: str) -> str:
     match = re.search(rf"""{name}[= ]+("[^"]*"|'[^']*'|\S+)""", cmd)
     assert match, f"no {name} in: {cmd}"
     return match.group(1).strip("\"'")
+
+
+def ray_starts(config: dict[str, Any]) -> list[str]:
+    return [c for c in commands(config, ("head_start_ray_commands", "worker_start_ray_commands")) if "ray start" in c]
+
+
+def without_token_auth(config: dict[str, Any]) -> list[str]:
+    """The `ray start` commands that do not run under RAY_AUTH_MODE=token with the token file kept private."""
+    return [c for c in ray_starts(config)
+            if re.search(r"(?<!RAY_AUTH_MODE=token )\bray start\b", c) or f"chmod 600 {TOKEN_FILE};" not in c]
+
+
+def run_settings(config: dict[str, Any], home: Path) -> str:
+    """Run the head's start commands that come before Ray (settings, MLflow's secrets) in bash with
+    HOME=home, as the launcher would; their stdout and stderr."""
+    cmds = config["head_start_ray_commands"]
+    env = {"HOME": str(home), "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
+    out = ""
+    for cmd in cmds[:cmds.index(SETTINGS_END)]:
+        done = subprocess.run(["bash", "-c", cmd], env=env, cwd=home, capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0, f"{cmd}\n{done.stderr}"
+        out += done.stdout + done.stderr
+    return out
+
+
+def exports(path: Path) -> dict[str, str]:
+    return dict(re.findall(r"^export (\w+)=(.*)$", path.read_text(), re.M))
 
 
 def section(markdown: str) -> str | None:
@@ -81,10 +123,13 @@ def section(markdown: str) -> str | None:
     return None if lines is None else "\n".join(lines)
 
 
+def fenced_blocks(text: str) -> list[str]:
+    return re.findall(r"^```[^\n]*\n(.*?)^```", text, re.M | re.S)
+
+
 def fenced_lines(text: str) -> set[str]:
     """Every line of the fenced code blocks in ``text``, whitespace squashed."""
-    blocks = re.findall(r"^```[^\n]*\n(.*?)^```", text, re.M | re.S)
-    return {squash(line) for block in blocks for line in block.splitlines()}
+    return {squash(line) for block in fenced_blocks(text) for line in block.splitlines()}
 
 
 @pytest.mark.parametrize("name", CONFIGS)
@@ -179,10 +224,22 @@ def test_no_secrets(name: str) -> None:
 @pytest.mark.parametrize(
     "leak",
     ["aws_secret_access_key: abc", "AWS_ACCESS_KEY_ID=AKIAABCDEFGHIJKLMNOP", "password: hunter2",
-     "postgresql://mlflow:hunter2@db:5432/mlflow", "-----BEGIN OPENSSH PRIVATE KEY-----"],
+     "postgresql://mlflow:hunter2@db:5432/mlflow", "-----BEGIN OPENSSH PRIVATE KEY-----",
+     "ray-token: " + "9f" * 32, "RAY_AUTH_TOKEN=$(cat ~/token)", "export MLFLOW_TRACKING_PASSWORD=hunter2hunter2",
+     "MLFLOW_FLASK_SERVER_SECRET_KEY='abc'", r"\nadmin_password = hunter2\n", '{"password": "hunter2"}'],
 )
 def test_secret_patterns_catch_leaks(leak: str) -> None:
     assert any(re.search(pattern, leak) for pattern in SECRETS)
+
+
+@pytest.mark.parametrize(
+    "placeholder",
+    ["export MLFLOW_TRACKING_PASSWORD=%s", r"\nadmin_password = %s\n", 'MLFLOW_AUTH_ADMIN_PASSWORD="$PW"',
+     "RAY_AUTH_MODE=token ray start --head", f"{TOKEN_FILE}: {TOKEN_FILE}", "secrets.token_urlsafe(32)"],
+)
+def test_secret_patterns_pass_placeholders(placeholder: str) -> None:
+    # what the configs hold instead of secrets: a value filled in on the node, a path, a mode
+    assert not [pattern for pattern in SECRETS if re.search(pattern, placeholder)]
 
 
 @pytest.mark.parametrize("name", CONFIGS)
@@ -197,3 +254,115 @@ def test_readme_lists_the_install_commands(name: str) -> None:
     assert text is not None, f"README.md has no '## {SECTION}' section"
     missing = [c for c in commands(raw(name), INSTALL_KEYS) if squash(c) not in fenced_lines(text)]
     assert not missing, f"README.md's '{SECTION}' section does not list these install commands of {name} in a code block: {missing}"
+
+
+# ---------------------------------------------------------------- Ray's cluster token
+
+
+@pytest.mark.parametrize("name", CONFIGS)
+def test_every_ray_start_uses_token_auth(name: str) -> None:
+    config = launched(raw(name))
+    starts = ray_starts(config)
+    assert any("--head" in c for c in starts) and any("--address=" in c for c in starts), starts
+    assert not without_token_auth(config)
+
+
+@pytest.mark.parametrize("name", CONFIGS)
+def test_ray_defaults_would_start_workers_without_token_auth(name: str) -> None:
+    # why every start command must be ours: drop the workers' and Ray's defaults come back, unauthenticated
+    config = raw(name)
+    del config["worker_start_ray_commands"]
+    assert without_token_auth(launched(config))
+
+
+@pytest.mark.parametrize("name", CONFIGS)
+def test_token_file_mounted_from_outside_the_repo(name: str) -> None:
+    mounts = raw(name)["file_mounts"]
+    assert TOKEN_FILE in mounts, f"{name} does not copy the cluster token to {TOKEN_FILE} on the nodes"
+    source = mounts[TOKEN_FILE]
+    assert source.startswith("~/"), source  # your laptop's home, whichever folder `ray up` runs from
+    assert not Path(os.path.expanduser(source)).resolve().is_relative_to(ROOT), source
+
+
+def test_readme_submits_jobs_with_the_token_and_the_study_credentials() -> None:
+    text = section((ROOT / "README.md").read_text())
+    assert text is not None
+    assert "ray get-auth-token --generate" in text and f"chmod 600 {TOKEN_FILE}" in text
+    submits = [b for b in fenced_blocks(text) if "ray job submit" in b]
+    assert submits, "README.md shows no `ray job submit`"
+    for block in submits:
+        # the client presents the token; the study, on the head, reads its MLflow account from the head's file
+        assert "export RAY_AUTH_MODE=token" in block.split("ray job submit")[0], block
+        assert ". ~/.mlflow_study_credentials &&" in block, block
+
+
+# ---------------------------------------------------------------- MLflow's basic-auth app and the network
+
+
+@pytest.mark.parametrize("name", CONFIGS)
+def test_mlflow_server_behind_basic_auth(name: str) -> None:
+    config = raw(name)
+    cmd = mlflow_command(config)
+    assert flag(cmd, "--app-name") == "basic-auth"
+    assert ". ~/.study_secrets;" in cmd  # the admin password and the CSRF key, which only the head holds
+    assert study_env(config)["MLFLOW_AUTH_CONFIG_PATH"] == "$HOME/.mlflow_auth.ini"
+    assert study_env(config)["RAY_AUTH_MODE"] == "token"  # the head's shells: `ray status`, the study
+
+
+@pytest.mark.parametrize("name", CONFIGS)
+def test_head_makes_mlflow_secrets_once_and_keeps_them_private(name: str, tmp_path: Path) -> None:
+    config = raw(name)
+    home = tmp_path / "head"
+    home.mkdir()
+    (home / ".study_secrets").write_text("export MLFLOW_BACKEND_STORE_URI=sqlite:///kept.db\n")  # yours, kept
+    printed = run_settings(config, home)
+    files = [home / ".study_secrets", home / ".mlflow_study_credentials"]
+    first = {f.name: exports(f) for f in files}
+    for f in files:
+        assert f.stat().st_mode & 0o777 == 0o600, f"{f.name}: {oct(f.stat().st_mode & 0o777)}"
+    values = {**first[".study_secrets"], **first[".mlflow_study_credentials"]}
+    assert values["MLFLOW_BACKEND_STORE_URI"] == "sqlite:///kept.db"
+    assert values["MLFLOW_TRACKING_USERNAME"] == "study"
+    made = [values[k] for k in ("MLFLOW_AUTH_ADMIN_PASSWORD", "MLFLOW_FLASK_SERVER_SECRET_KEY", "MLFLOW_TRACKING_PASSWORD")]
+    assert all(len(v) >= 40 for v in made) and len(set(made)) == 3  # secrets.token_urlsafe(32): 43 characters
+    assert not any(v in printed for v in made)
+    # a restart (`ray up --restart-only`) keeps every secret; another head makes its own
+    run_settings(config, home)
+    assert {f.name: exports(f) for f in files} == first
+    other = tmp_path / "other"
+    other.mkdir()
+    run_settings(config, other)
+    assert exports(other / ".mlflow_study_credentials")["MLFLOW_TRACKING_PASSWORD"] != values["MLFLOW_TRACKING_PASSWORD"]
+
+
+@pytest.mark.parametrize("name", CONFIGS)
+def test_mlflow_auth_settings_are_complete(name: str, tmp_path: Path) -> None:
+    # settings MLflow's own basic_auth.ini names (a misspelt one would be ignored), those it reads without a
+    # default among them, no admin password (the environment's); the user store on the head's disk
+    run_settings(raw(name), tmp_path)
+    ours = configparser.ConfigParser()
+    ours.read(tmp_path / ".mlflow_auth.ini")
+    [mlflow_dir] = importlib.util.find_spec("mlflow").submodule_search_locations  # without importing mlflow
+    shipped = configparser.ConfigParser()
+    shipped.read(Path(mlflow_dir) / "server" / "auth" / "basic_auth.ini")
+    assert set(ours["mlflow"]) <= set(shipped["mlflow"]) - {"admin_password"}, set(ours["mlflow"])
+    assert {"default_permission", "database_uri", "admin_username"} <= set(ours["mlflow"])
+    assert ours["mlflow"]["database_uri"] == f"sqlite:///{tmp_path}/mlflow_auth.db"
+    assert ours["mlflow"]["default_permission"] in {"READ", "USE", "EDIT", "MANAGE", "NO_PERMISSIONS"}
+    assert ours["mlflow"]["authorization_function"] == shipped["mlflow"]["authorization_function"]
+
+
+def public_ingress(config: dict[str, Any]) -> list[tuple[int, int]]:
+    """The ports Ray's AWS security group opens to any address: its defaults plus the config's own rules."""
+    extra = config["provider"].get("security_group", {}).get("IpPermissions", [])
+    rules = _create_default_inbound_rules({"sg-cluster"}, extra)
+    return [(r["FromPort"], r["ToPort"]) for r in rules if r.get("IpRanges") or r.get("Ipv6Ranges")]
+
+
+def test_cloud_security_group_opens_only_ssh_to_the_world() -> None:
+    # MLflow (5000), the dashboard (8265) and Ray's own ports answer the cluster's own group only
+    assert public_ingress(launched(raw("cluster.yaml"))) == [(22, 22)]
+    opened = raw("cluster.yaml")
+    opened["provider"]["security_group"] = {"IpPermissions": [
+        {"FromPort": 5000, "ToPort": 5000, "IpProtocol": "tcp", "IpRanges": [{"CidrIp": "203.0.113.0/24"}]}]}
+    assert public_ingress(launched(opened)) == [(22, 22), (5000, 5000)]

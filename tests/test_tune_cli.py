@@ -169,7 +169,7 @@ SPACES = [
     ("fixed: {model: pretrained}\nparams:\n  freeze: {type: categorical, choices: [none, layer9]}\n",
      r"params.freeze.choices: unknown freeze 'layer9'; choose one of: none, stem"),
     ("fixed: {trial_seed: 3}\n" + OK_SPACE, r"bad.yaml.*trial_seed"),
-    ("description: x\n", r"bad.yaml: params"),
+    ("approaches: []\n", r"bad.yaml: approaches"),
     ("approaches: bad\n", r"bad.yaml: approaches"),
     ("approaches: [bad]\n", r"bad.yaml: approaches\[0\]: 'bad' cannot list itself"),
     ("approaches: [nosuchspace]\n", r"unknown space 'nosuchspace'"),
