@@ -58,6 +58,20 @@ def finite(value: str) -> float:
     return number
 
 
+def gpus(value: str) -> float | str:
+    return value if value == "auto" else finite(value)
+
+
+def auto_gpus(image_size: int, batch_size: int, address: str | None) -> float:
+    """Trials per GPU by image size, from benchmarks/bench_gpu.py on an H200 (results/bench/gpu.md): small images
+    are bound by kernel launches, so four trials share a GPU (3.6x one trial's images/s at 32 px, batch 64)."""
+    if address or local_gpus() == 0:
+        return 0.0  # on a cluster, say how many: the driver cannot see the workers' GPUs before Ray starts
+    if image_size <= 64 and batch_size <= 128:
+        return 0.25
+    return 1.0 if image_size >= 224 and batch_size >= 256 else 0.5
+
+
 def parser() -> Parser:
     ap = Parser(prog="python -m study.tune", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--space", required=True, help=f"search space in search_spaces/: one of {', '.join(available())}")
@@ -83,8 +97,8 @@ def parser() -> Parser:
     ap.add_argument("--eval-costs", default=None, help="evaluation cost matrix for two classes as FN:FP of the minority "
                     "(default: the training imbalance ratio); more classes: the third seed's generator")
     ap.add_argument("--cpus-per-trial", type=finite, default=1, help="CPUs per trial; also its torch threads (default 1)")
-    ap.add_argument("--gpus-per-trial", type=finite, default=0, help="GPUs per trial, fractions allowed: 0.25, 0.5, 1, 2 "
-                    "(default 0)")
+    ap.add_argument("--gpus-per-trial", type=gpus, default="auto", help="GPUs per trial, fractions allowed: 0.25, 0.5, 1, 2; "
+                    "default auto: 0 without a GPU, else trials share each GPU by image size (README, Performance)")
     ap.add_argument("--max-concurrent", type=int, default=None, help="at most this many trials at once (default: as "
                     "resources allow)")
     ap.add_argument("--address", default=None, help="join an existing Ray cluster (auto or host:port); default: a fresh "
@@ -258,7 +272,6 @@ def preflight(argv: list[str] | None) -> Plan:
     _at_least(args, "image_size", 16, 1024)
     _at_least(args, "seed", 0, 2**31 - 1)
     _at_least(args, "confirm_seeds", 0, 100)
-    check_resources(args)
     eval_costs = parse_eval_costs(args.eval_costs)
     spaces = load_spaces(args.space, args.spaces_dir)
     ratio, counts = parse_ratio(args.ratio), parse_counts(args.counts)
@@ -266,6 +279,9 @@ def preflight(argv: list[str] | None) -> Plan:
         raise UsageError("--ratio and --counts both given; choose one")
     check_source(args.data, counts)
     budget = budget_of(args, spaces[0].defaults)
+    if args.gpus_per_trial == "auto":
+        args.gpus_per_trial = auto_gpus(budget.image_size, budget.batch_size, args.address)
+    check_resources(args)
     if budget.image_size < 16 or budget.image_size > 1024:
         raise UsageError(f"image size must be in 16..1024, got {budget.image_size}")
     for space in spaces:  # rules that need the budget after the flags' overrides
