@@ -43,9 +43,13 @@ log = logging.getLogger(__name__)
 def init_ray(address: str | None) -> None:
     import ray
 
-    # Token authentication, as Ray 2.60 recommends: set, not left to Ray's default (which warns on every start).
-    # A cluster sets it on every node (cluster.yaml); RAY_AUTH_MODE=disabled in the environment is respected.
-    os.environ.setdefault("RAY_AUTH_MODE", "token")
+    if not address and "RAY_AUTH_MODE" not in os.environ:
+        # Token authentication for a new local instance, Ray 2.60's own default, set here rather than left to Ray,
+        # which warns about it on every start. RAY_AUTH_MODE in the environment wins (disabled opts out); a cluster
+        # sets it on every node (cluster.yaml). Ray reads the mode once at import: this refreshes it, as Ray does.
+        from ray._private.authentication.authentication_token_setup import _enable_token_auth
+
+        _enable_token_auth()
     # A fresh local instance unless told to join one: a plain ray.init() would attach to whatever
     # /tmp/ray/ray_current_cluster names, and hang for ever when that cluster is dead.
     ray.init(address=address or "local", dashboard_host="127.0.0.1", include_dashboard=False if not address else None,
@@ -509,9 +513,11 @@ def search(s: TuneSetup, name: str, spaces: dict[str, Any], constants: dict[str,
 
     ``spaces``: approach -> its Optuna define-by-run function (called with ``constants`` merged in).
     """
+    import optuna
     from optuna.samplers import TPESampler
     from ray.tune.search.optuna import OptunaSearch
 
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # a "new study created" line per approach
     _quiet_trial_logs()
     trainable, path = _with_resources(s), f"{s.storage}/{name}"
     expected = budget.num_samples * len(spaces)
