@@ -60,6 +60,8 @@ class Plan:
     eval_costs: tuple[float, float] | None = None  # FN:FP for the minority (two classes); None: the default
     weights: dict[str, Path] = field(default_factory=dict)  # pretrained weights by name -> file
     verbose: bool = False
+    report_dir: Path | None = None  # where summary.{md,csv} and comparison.png go (default <results_dir>/<space>)
+    parent_run: str | None = None  # an MLflow run the approaches' parent runs nest under (a sweep's ratio)
 
     @property
     def cache_dir(self) -> Path:

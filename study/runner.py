@@ -249,7 +249,8 @@ def tracker_settings(plan: Plan, data: Dataset) -> dict[str, dict[str, Any]]:
     local = plan.tracking_uri.startswith("sqlite:")
     return {s.name: {"uri": plan.tracking_uri, "experiment": plan.space, "study_id": plan.study_id, "approach": s.name,
                      "artifact_root": plan.results_dir / "mlartifacts" if local else None,
-                     "classes": list(data.classes), "minority": data.minority_name, "data": data.name}
+                     "classes": list(data.classes), "minority": data.minority_name, "data": data.name,
+                     "parent_run": plan.parent_run}
             for s in plan.spaces}
 
 
@@ -303,7 +304,7 @@ def run_study(plan: Plan) -> int:
 def report(plan: Plan, results: list) -> int:
     from study.report import write_report
 
-    out = write_report(plan.tracking_uri, plan.space, plan.results_dir / plan.space, plan.study_id)
+    out = write_report(plan.tracking_uri, plan.space, plan.report_dir or plan.results_dir / plan.space, plan.study_id)
     for r in filter(None, results):
         space = next(s for s in plan.spaces if s.name == r["approach"])
         searched = {k: r["config"][k] for k in space.params if k in r["config"]}

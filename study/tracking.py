@@ -105,25 +105,41 @@ def end_open_runs(uri: str, study_id: str, status: str) -> int:
     return len(runs)
 
 
+def experiment_id(client: MlflowClient, experiment: str, artifact_root: Path | None) -> str:
+    """The experiment's id, created when missing (another study may create it at the same moment)."""
+    found = client.get_experiment_by_name(experiment)
+    if found is None:
+        location = (artifact_root / experiment).resolve().as_uri() if artifact_root else None
+        try:
+            return client.create_experiment(experiment, artifact_location=location)
+        except Exception:  # created a moment ago by another study
+            found = client.get_experiment_by_name(experiment)
+            if found is None:
+                raise
+    return found.experiment_id
+
+
+def open_run(uri: str, experiment: str, name: str, tags: dict[str, str], artifact_root: Path | None = None) -> str:
+    """A plain run (e.g. one per ratio of a sweep) that studies' parent runs can nest under."""
+    client = MlflowClient(tracking_uri=uri)
+    return client.create_run(experiment_id(client, experiment, artifact_root), tags=tags, run_name=name).info.run_id
+
+
+def end_run(uri: str, run_id: str, status: str) -> None:
+    MlflowClient(tracking_uri=uri).set_terminated(run_id, status)
+
+
 class Tracker:
     """The study's MLflow writer for one approach: experiment, parent run, child runs (by phase and trial id)."""
 
     def __init__(self, uri: str, experiment: str, study_id: str, approach: str, artifact_root: Path | None,
-                 classes: list[str], minority: str, data: str) -> None:
+                 classes: list[str], minority: str, data: str, parent_run: str | None = None) -> None:
         self.client = MlflowClient(tracking_uri=uri)
         self.study_id, self.approach, self.classes = study_id, approach, list(classes)
-        found = self.client.get_experiment_by_name(experiment)
-        if found is None:
-            location = (artifact_root / experiment).resolve().as_uri() if artifact_root else None
-            try:
-                self.experiment_id = self.client.create_experiment(experiment, artifact_location=location)
-            except Exception:  # another study created it a moment ago
-                found = self.client.get_experiment_by_name(experiment)
-                if found is None:
-                    raise
-        if found is not None:
-            self.experiment_id = found.experiment_id
+        self.experiment_id = experiment_id(self.client, experiment, artifact_root)
         tags = {"classes": json.dumps(self.classes), "minority": minority, "data": data}
+        if parent_run:
+            tags["mlflow.parentRunId"] = parent_run
         # approach first: the UI cuts long names, and "<space>-2026..." told parents apart by nothing visible
         self.parent_id = self._find_or_create(PARENT, f"{approach} · {study_id}", tags)
         self.children: dict[tuple[str, str], str] = {}

@@ -301,3 +301,13 @@ def test_check_uri_gives_up_on_a_silent_server_within_its_timeout():
         assert time.monotonic() - start < 3
         for conn in accepted:
             conn.close()
+
+
+def test_the_paper_section_puts_table_1_beside_our_intervals() -> None:
+    from study.report import paper_section
+
+    row = {"approach": "paper_over_aug", "n_seeds": 5, "test_macro_f1_mean": 0.8, "test_macro_f1_ci_low": 0.75,
+           "test_macro_f1_ci_high": 0.85}
+    lines = paper_section([row, {**row, "approach": "focal"}])
+    assert "| paper_over_aug | 78.49 | 80.0 | [75.0, 85.0] | 5 |" in lines
+    assert not any(line.startswith("| focal") for line in lines)  # not one of the paper's methods

@@ -21,7 +21,7 @@ SPACE_FILES = sorted(p.stem for p in spaces.SPACES_DIR.glob("*.yaml"))
 ALL = ["baseline", "class_weight", "focal", "sampling", "transfer", "cost_weights", "cost_threshold", "cost",
        "class_balanced", "ldam_drw", "logit_adjusted", "balanced_softmax"]
 PAPER = ["paper_over_aug", "paper_over_dup", "paper_over_smote", "paper_under_cluster", "paper_under_random",
-         "paper_scratch", "paper_class_weight", "paper_focal", "paper_transfer"]
+         "baseline", "paper_class_weight", "paper_focal", "paper_transfer"]
 
 
 def sample(space: spaces.Space, n: int = 5) -> list[dict]:
@@ -100,7 +100,7 @@ def test_paper_holds_the_nine_methods_with_the_paper_s_settings_and_no_search() 
         fixed = by_name[f"paper_{sampler}"].fixed
         assert (fixed["sampler"], fixed["ratio"], fixed["loss"], fixed["model"]) == (sampler, 1.0, "ce", "scratch")
     assert by_name["paper_over_smote"].fixed["k_neighbors"] == 5
-    assert by_name["paper_scratch"].fixed == {"sampler": "none", "loss": "ce", "model": "scratch", "lr": 1e-4}
+    assert by_name["baseline"].fixed == {"sampler": "none", "loss": "ce", "model": "scratch", "lr": 1e-4}
     assert by_name["paper_class_weight"].fixed["loss"] == "weighted_ce"
     assert by_name["paper_class_weight"].fixed["weight_ratio"] is None, "inverse frequency"
     assert {k: by_name["paper_focal"].fixed[k] for k in ("loss", "gamma", "alpha")} == {"loss": "focal", "gamma": 2.0,
