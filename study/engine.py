@@ -4,7 +4,7 @@
   own ASHA (side by side: one ASHA across approaches would kill slow starters; one Tuner per
   approach leaves slots idle at each approach's end).
 - ``confirm`` retrains given configurations for the full budget, no early stopping.
-- Tune callbacks: MLflow child runs (through ``study.tracking``), checkpoint pruning, a status line.
+- Tune callbacks: MLflow child runs (through ``study.store``), checkpoint pruning, a status line.
 
 What leaves this module is plain data (:class:`Outcome`), never a Ray object; the parts that lean on
 Ray internals (the experiment snapshot's format, ``trial.storage``, the Searcher base class) are
@@ -30,7 +30,7 @@ from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, TrialScheduler
 from ray.tune.search import Searcher
 
 from study.names import VAL_MACRO_F1
-from study.tracking import Tracker, numeric_metrics
+from study.store import Tracker, numeric_metrics
 
 STATE_FILE = "per-approach-search.json"
 MAX_FAILURES = 3  # a trial restarts from its last checkpoint up to this many times
@@ -423,6 +423,7 @@ class Outcome:
     config: dict[str, Any]
     status: str  # FINISHED | FAILED
     best_val: float  # best validation macro-F1 over its epochs (-inf: never reported)
+    best_epoch: int  # the epoch it was reached at (0: never reported)
     last: dict[str, Any] = field(default_factory=dict)  # its last reported result
     load_best_state: Callable[[], dict] | None = None  # the model state of its best-epoch checkpoint, if kept
 
@@ -452,8 +453,10 @@ def _outcomes(grid: Any, checkpoint_file: str) -> list[Outcome]:
     out = []
     for r in grid:
         frame = r.metrics_dataframe
-        best = float(frame[VAL_MACRO_F1].max()) if frame is not None and VAL_MACRO_F1 in frame else float("-inf")
-        out.append(Outcome(r.metrics.get("trial_id", ""), dict(r.config), "FAILED" if r.error else "FINISHED", best,
+        scored = frame is not None and VAL_MACRO_F1 in frame and len(frame)
+        best = float(frame[VAL_MACRO_F1].max()) if scored else float("-inf")
+        epoch = int(frame["training_iteration"][frame[VAL_MACRO_F1].idxmax()]) if scored else 0
+        out.append(Outcome(r.metrics.get("trial_id", ""), dict(r.config), "FAILED" if r.error else "FINISHED", best, epoch,
                            dict(r.metrics), _best_state_loader(r, checkpoint_file)))
     return out
 

@@ -98,7 +98,7 @@ def weight_bank(plan: Plan) -> dict[str, dict]:
         if name == "source" and not path.exists():
             print(f"no source-task checkpoint at {path}: pretraining it once now (python -m study.pretrain)")
             pretrain(path, image_size=plan.budget.image_size, seed=plan.seed, smoke=plan.smoke,
-                     epochs=1 if plan.smoke else 6)
+                     epochs=1 if plan.smoke else 6, cache_dir=plan.cache_dir)
         bank[key] = load_weights(name, backbone, path)
     return bank
 
@@ -177,7 +177,8 @@ def finish_approach(plan: Plan, space: Space, tracker: Any, search: list, confir
     config = ranked[final_rank]
     client, run = tracker.client, tracker.parent_id
     tracker.log_params(run, {f"best.{k}": str(v) for k, v in config.items() if v is not None and not isinstance(v, dict)})
-    metrics: dict[str, float] = {VAL_MACRO_F1: max(o.best_val for o in search if o.config["approach"] == space.name)}
+    best = max((o for o in search if o.config["approach"] == space.name), key=lambda o: o.best_val)
+    metrics: dict[str, float] = {VAL_MACRO_F1: best.best_val, "best_epoch": best.best_epoch}
     test = None
     if runs:
         for key in ("test_macro_f1", "test_minority_recall", "test_balanced_accuracy", "test_expected_cost"):
@@ -269,10 +270,10 @@ def run_study(plan: Plan) -> int:
         return 2
     print(f"data: {data.summary()}; minority: {data.minority_name}", flush=True)
     bank = weight_bank(plan)
-    from study import engine, tracking
+    from study import engine, store
 
     plan.results_dir.mkdir(parents=True, exist_ok=True)
-    tracking.prepare_store(plan.tracking_uri)
+    store.prepare_store(plan.tracking_uri)
     previous = signal.signal(signal.SIGTERM, _on_sigterm)
     try:
         engine.init_ray(plan.resources.address)
@@ -282,18 +283,18 @@ def run_study(plan: Plan) -> int:
         except engine.ClusterError as err:
             print(f"error: {err}", file=sys.stderr)
             return 2
-        trackers = {a: tracking.Tracker(**t) for a, t in tracker_settings(plan, data).items()}  # parent runs first
+        trackers = {a: store.Tracker(**t) for a, t in tracker_settings(plan, data).items()}  # parent runs first
         for tracker in trackers.values():
             tracker.client.log_dict(tracker.parent_id, {"eval_costs": eval_costs.tolist(), "classes": list(data.classes)},
                                     "eval_costs.json")
         results = _phases(plan, splits, eval_costs, bank, trackers)
     except (Interrupted, KeyboardInterrupt) as stop:
         code = stop.code if isinstance(stop, Interrupted) else _exit_code()
-        tracking.end_open_runs(plan.tracking_uri, plan.study_id, "KILLED")
+        store.end_open_runs(plan.tracking_uri, plan.study_id, "KILLED")
         print(f"interrupted: study {plan.study_id} paused; finish it with the same command and --resume", file=sys.stderr)
         return code
     except BaseException:
-        tracking.end_open_runs(plan.tracking_uri, plan.study_id, "FAILED")
+        store.end_open_runs(plan.tracking_uri, plan.study_id, "FAILED")
         raise
     finally:
         engine.shutdown_ray()

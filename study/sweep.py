@@ -105,7 +105,7 @@ def main(argv: list[str] | None = None) -> int:
     except (UsageError, DataError, *USER_ERRORS) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    from study import tracking
+    from study import store
     from study.runner import run_study
 
     first = plans[0][2]
@@ -113,13 +113,13 @@ def main(argv: list[str] | None = None) -> int:
     sweep_id = f"sweep-{time.strftime('%Y%m%d-%H%M%S')}"
     rows = []
     for label, ratio, plan in plans:
-        tracking.prepare_store(plan.tracking_uri)
-        run = tracking.open_run(plan.tracking_uri, plan.space, f"ratio {label} · {sweep_id}",
+        store.prepare_store(plan.tracking_uri)
+        run = store.open_run(plan.tracking_uri, plan.space, f"ratio {label} · {sweep_id}",
                                 {"role": "sweep", "sweep_id": sweep_id, "ratio": label, "study_id": plan.study_id})
         report_dir = out / f"ratio-{label.replace(':', '-')}"
         print(f"sweep: ratio {label} ({plan.study_id})", flush=True)
         code = run_study(dataclasses.replace(plan, report_dir=report_dir, parent_run=run))
-        tracking.end_run(plan.tracking_uri, run, {0: "FINISHED", 130: "KILLED", 143: "KILLED"}.get(code, "FAILED"))
+        store.end_run(plan.tracking_uri, run, {0: "FINISHED", 130: "KILLED", 143: "KILLED"}.get(code, "FAILED"))
         if code in (130, 143, 2):
             return code
         if (report_dir / "summary.csv").exists():

@@ -420,10 +420,14 @@ def test_torchvision_jpeg_batches_match_pil_closely_and_skip_the_same_files(
     assert diff.mean() < 0.5 and diff.max() <= 2, (diff.mean(), diff.max())  # measured: mean 0.1, max 1
 
 
-def test_decode_device_is_cuda_only_for_jpegs_on_a_gpu(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_decode_device_is_cuda_only_for_jpegs_on_a_gpu_with_few_cores(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(data.os, "cpu_count", lambda: 4)
     assert data.decode_device([Path("a.jpg"), Path("b.JPEG")]) == "cuda"
     assert data.decode_device([Path("a.jpg"), Path("b.png")]) == "cpu"
+    monkeypatch.setattr(data.os, "cpu_count", lambda: 16)  # a pool over 16 cores outran nvjpeg on an H200
+    assert data.decode_device([Path("a.jpg")]) == "cpu"
+    monkeypatch.setattr(data.os, "cpu_count", lambda: 4)
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     assert data.decode_device([Path("a.jpg")]) == "cpu"
 

@@ -321,7 +321,7 @@ def test_a_real_search_runs_each_approach_with_its_own_seeds_and_prunes_losers(t
     from study import engine
     from study.plan import Budget
     from study.spaces import Space
-    from study.tracking import Tracker
+    from study.store import Tracker
 
     spaces = {a: Space(a, "", {}, {}, {"lr": {"type": "float", "low": 1e-3, "high": 5e-3}}).define_by_run(
         {"approach": a, "epochs": 3, "phase": "search"}) for a in ("a", "b")}
@@ -350,7 +350,7 @@ def test_a_real_search_runs_each_approach_with_its_own_seeds_and_prunes_losers(t
 @pytest.mark.engine
 def test_a_real_confirmation_runs_every_config_to_the_end(tmp_path, local_ray) -> None:
     from study import engine
-    from study.tracking import Tracker
+    from study.store import Tracker
 
     setup = setup_for(tmp_path, ["a"])
     Tracker(**setup.trackers["a"])

@@ -173,7 +173,7 @@ SPACES = [
     ("approaches: bad\n", r"bad.yaml: approaches"),
     ("approaches: [bad]\n", r"bad.yaml: approaches\[0\]: 'bad' cannot list itself"),
     ("approaches: [nosuchspace]\n", r"unknown space 'nosuchspace'"),
-    ("approaches: [{name: x}]\n", r"bad.yaml"),
+    ("approaches: [{name: x, bogus: 1}]\n", r"bad.yaml"),
     ("approaches: [focal]\nfixed: {lr: 0.1}\n", r"bad.yaml"),
 ]
 

@@ -1,4 +1,4 @@
-"""study.tracking, the MLflow writer, against a real SQLite tracking store."""
+"""study.store, the MLflow writer side, against a real SQLite tracking store."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from pathlib import Path
 
 from mlflow.tracking import MlflowClient
 
-from study.tracking import Tracker, end_open_runs, prepare_store
+from study.store import Tracker, end_open_runs, prepare_store
 
 
 def tracker(tmp_path: Path, approach: str = "focal", study: str = "focal-20261126-000000-abcd") -> Tracker:
@@ -51,7 +51,7 @@ def test_end_open_runs_ends_every_running_run_of_the_study_only(tmp_path) -> Non
 
 def test_two_first_studies_create_one_sqlite_file_without_racing(tmp_path) -> None:
     uri = f"sqlite:///{tmp_path}/fresh.db"
-    code = f"from study.tracking import prepare_store, Tracker; from pathlib import Path; prepare_store({uri!r}); " \
+    code = f"from study.store import prepare_store, Tracker; from pathlib import Path; prepare_store({uri!r}); " \
            f"Tracker({uri!r}, 'focal', 'focal-x-' + __import__('sys').argv[1], 'focal', None, ['a', 'b'], 'a', 'd')"
     procs = [subprocess.Popen([sys.executable, "-c", code, str(i)], stderr=subprocess.PIPE, text=True) for i in range(2)]
     errors = [p.communicate(timeout=120)[1] for p in procs]
