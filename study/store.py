@@ -184,7 +184,7 @@ def set_description(uri: str, run_id: str, text: str) -> None:
 
 
 PARENT, CHILD = "parent", "child"
-METRIC_PREFIXES = ("val_", "train_", "test_")
+METRIC_PREFIXES = ("val_", "train_", "test_", "selected_epoch")
 
 
 def flat_params(config: dict[str, Any]) -> dict[str, str]:
