@@ -45,6 +45,7 @@ bench: $(STAMP)
 	$(PY) benchmarks/bench_loop.py
 	$(PY) benchmarks/transfer_vs_scratch.py
 	$(PY) benchmarks/bench_tune_overhead.py
+	$(PY) benchmarks/bench_cli.py
 
 ui: $(STAMP)
 	@mkdir -p results
