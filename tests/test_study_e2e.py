@@ -265,3 +265,13 @@ def test_two_studies_started_at_once_on_a_fresh_tracking_file_stay_apart(tmp_pat
         assert parent.info.status == "FINISHED"
         assert len(runs(c, "baseline", f"tags.mlflow.parentRunId = '{parent.info.run_id}'")) == 2
     assert len([d for d in (tmp_path / "ray").iterdir() if d.is_dir()]) == 2
+
+
+def test_imagenet_transfer_against_scratch_of_the_same_backbone_smoke(tmp_path: Path) -> None:
+    study(tmp_path, "--space", "transfer_imagenet", "--smoke", "--confirm-seeds", "0")
+    parents = runs(client(tmp_path), "transfer_imagenet", "tags.role = 'parent'")
+    assert sorted(p.data.tags["approach"] for p in parents) == ["mnv2_imagenet", "mnv2_scratch"]
+    for parent in parents:
+        assert parent.info.status == "FINISHED" and parent.data.params["best.backbone"] == "mobilenet_v2"
+    pretrained = next(p for p in parents if p.data.tags["approach"] == "mnv2_imagenet")
+    assert pretrained.data.params["best.weights"] == "imagenet" and pretrained.data.params["best.image_size"] == "64"
