@@ -251,6 +251,7 @@ def prepare_store(uri: str) -> None:
     if not uri.startswith("sqlite:///"):
         return
     db = Path(uri[len("sqlite:///"):])
+    db.parent.mkdir(parents=True, exist_ok=True)  # the CLI allowed only an existing folder or the results folder
     with _locked(db.with_name(db.name + ".lock")):
         client(uri).search_experiments(max_results=1)
 
