@@ -114,8 +114,9 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     for label, ratio, plan in plans:
         store.prepare_store(plan.tracking_uri)
+        artifacts = plan.results_dir / "mlartifacts" if plan.tracking_uri.startswith("sqlite:") else None  # as the study's
         run = store.open_run(plan.tracking_uri, plan.space, f"ratio {label} · {sweep_id}",
-                                {"role": "sweep", "sweep_id": sweep_id, "ratio": label, "study_id": plan.study_id})
+                             {"role": "sweep", "sweep_id": sweep_id, "ratio": label, "study_id": plan.study_id}, artifacts)
         report_dir = out / f"ratio-{label.replace(':', '-')}"
         print(f"sweep: ratio {label} ({plan.study_id})", flush=True)
         code = run_study(dataclasses.replace(plan, report_dir=report_dir, parent_run=run))

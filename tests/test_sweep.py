@@ -42,6 +42,7 @@ def test_a_two_ratio_sweep_nests_each_ratios_studies_and_writes_the_table(tmp_pa
     table = list(csv.DictReader(open(tmp_path / "results" / "sweep" / "summary.csv")))
     assert [(r["ratio"], r["approach"], r["n_seeds"]) for r in table] == [("1:2", "baseline", "2"), ("1:8", "baseline", "2")]
     assert (tmp_path / "results" / "sweep" / "sweep.png").exists()
+    assert not (tmp_path / "mlruns").exists(), "artifacts belong under results/mlartifacts, not ./mlruns"
     c = MlflowClient(f"sqlite:///{tmp_path / 'results' / 'mlflow.db'}")
     ratio_runs = runs(c, "baseline", "tags.role = 'sweep'")
     assert sorted(r.data.tags["ratio"] for r in ratio_runs) == ["1:2", "1:8"]
