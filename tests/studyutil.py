@@ -29,3 +29,18 @@ def study(cwd: Path, *args: str) -> subprocess.CompletedProcess:
 def runs(c: MlflowClient, experiment: str, query: str = "") -> list:
     exp = c.get_experiment_by_name(experiment)
     return c.search_runs([exp.experiment_id], query, max_results=1000)
+
+
+def check_paper_constraints(cm, counts: list[int], n: float) -> None:
+    """The third seed's generator constraints on a cost matrix for classes of sizes ``counts``."""
+    import numpy as np
+
+    from study.costs import validate_cost_matrix
+
+    s, big = int(np.argmin(counts)), int(np.argmax(counts))
+    off = ~np.eye(len(counts), dtype=bool)
+    validate_cost_matrix(cm, len(counts))
+    assert (cm >= 0).all() and (cm <= n).all()  # entries in [0, n]
+    assert (cm == 1.0).any()  # at least one entry equal to 1
+    assert cm[s, big] == cm.max()  # smallest -> largest: the costliest
+    assert cm[big, s] == cm[off].min()  # largest -> smallest: the cheapest off-diagonal

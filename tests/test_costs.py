@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from study import costs as C
+from studyutil import check_paper_constraints
 
 PAPER_CV = np.array([1.0000, 0.8686, 0.5992])
 ANN_TRAIN_COUNTS = [83, 184, 3333]
@@ -199,23 +200,13 @@ def test_errors_are_value_errors_and_reach_every_entry_point() -> None:
 # ---------------------------------------------------------------- generator
 
 
-def _check_paper_constraints(cm: np.ndarray, counts: list[int], n: float) -> None:
-    s, big = int(np.argmin(counts)), int(np.argmax(counts))
-    off = ~np.eye(len(counts), dtype=bool)
-    C.validate_cost_matrix(cm, len(counts))
-    assert (cm >= 0).all() and (cm <= n).all()  # entries in [0, n]
-    assert (cm == 1.0).any()  # at least one entry equal to 1
-    assert cm[s, big] == cm.max()  # smallest -> largest: the costliest
-    assert cm[big, s] == cm[off].min()  # largest -> smallest: the cheapest off-diagonal
-
-
 @pytest.mark.parametrize("counts", [ANN_TRAIN_COUNTS, GLASS_COUNTS, [30, 500]])
 def test_generator_consistent_kind_over_1000_draws(counts: list[int]) -> None:
     rng = np.random.default_rng(2013)
     s, big = int(np.argmin(counts)), int(np.argmax(counts))
     for _ in range(1000):
         cm = C.random_cost_matrix(counts, rng, kind="consistent")
-        _check_paper_constraints(cm, counts, C.PAPER_N)
+        check_paper_constraints(cm, counts, C.PAPER_N)
         assert C.is_consistent(cm)
         cv = C.consistent_weights(cm)
         assert cv[s] == 1.0 and cv[big] == cv.min() and (cv > 0).all()

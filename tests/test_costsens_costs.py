@@ -7,6 +7,7 @@ import pytest
 
 from costsens import costs as CS
 from study import costs as C
+from studyutil import check_paper_constraints
 
 PAPER_CV = np.array([1.0000, 0.8686, 0.5992])
 ANN_TRAIN_COUNTS = [83, 184, 3333]
@@ -47,22 +48,12 @@ def test_binary_threshold_formula_and_errors() -> None:
         CS.binary_threshold([[0, 1], [1, 0]], positive=2)
 
 
-def _check_paper_constraints(cm: np.ndarray, counts: list[int], n: float) -> None:
-    s, big = int(np.argmin(counts)), int(np.argmax(counts))
-    off = ~np.eye(len(counts), dtype=bool)
-    C.validate_cost_matrix(cm, len(counts))
-    assert (cm >= 0).all() and (cm <= n).all()  # entries in [0, n]
-    assert (cm == 1.0).any()  # at least one entry equal to 1
-    assert cm[s, big] == cm.max()  # smallest -> largest: the costliest
-    assert cm[big, s] == cm[off].min()  # largest -> smallest: the cheapest off-diagonal
-
-
 @pytest.mark.parametrize("counts", [ANN_TRAIN_COUNTS, GLASS_COUNTS])
 def test_generator_inconsistent_kind_over_1000_draws(counts: list[int]) -> None:
     rng = np.random.default_rng(2014)
     for _ in range(1000):
         cm = CS.random_cost_matrix(counts, rng, kind="inconsistent")
-        _check_paper_constraints(cm, counts, C.PAPER_N)
+        check_paper_constraints(cm, counts, C.PAPER_N)
         assert not C.is_consistent(cm)
 
 
