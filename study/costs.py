@@ -19,6 +19,8 @@ from typing import Literal, Sequence
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
+from study.errors import StudyError
+
 FloatArray = NDArray[np.float64]
 IntArray = NDArray[np.int64]
 
@@ -26,7 +28,7 @@ PAPER_N = 10.0  # the paper's largest allowed cost entry (n = 10)
 RANK_RTOL = 1e-9  # singular values below RANK_RTOL * largest count as zero (float round-off)
 
 
-class CostMatrixError(ValueError):
+class CostMatrixError(StudyError):
     """A cost matrix breaks a rule; the message states the rule and the value received."""
 
 

@@ -17,6 +17,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from study.errors import StudyError
 from study.names import BASE_LOSSES, LOSS_OPTIONS
 
 LDAM_SCALE = 30.0  # LDAM's logit scale s (Cao et al. use s = 30 throughout)
@@ -24,7 +25,7 @@ DRW_BETA = 0.9999  # DRW's effective-number beta (Cao et al.)
 EXTRA_OPTIONS = {"weighted_ce": ("class_weights",)}  # options that are not trial-config keys
 
 
-class LossError(ValueError):
+class LossError(StudyError):
     """Bad loss settings: a clear one-line message."""
 
 

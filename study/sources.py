@@ -11,6 +11,8 @@ import importlib.util
 import os
 from pathlib import Path
 
+from study.errors import StudyError
+
 ANIMALS = ("bear", "bird", "cat", "cow", "dog", "elephant", "giraffe", "horse", "sheep", "zebra")
 ANIMAL_TASK = (2, 4)  # cat (minority, label 0) vs dog (majority, label 1), as in the seed paper
 DIGIT_PAIR = (3, 8)  # the binary digits task: 3 (the documented minority) vs 8
@@ -28,7 +30,7 @@ JPEG_SUFFIXES = frozenset({".jpg", ".jpeg"})
 FOLDER_SPLITS = ("train", "validation", "test")  # test/ is optional
 
 
-class DataError(ValueError):
+class DataError(StudyError):
     """Bad data input: a clear one-line message for the user."""
 
 

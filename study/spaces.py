@@ -28,6 +28,7 @@ from typing import Any, Callable
 
 import yaml
 
+from study.errors import StudyError
 from study.names import BACKBONES, BASE_LOSSES, COST_USES, FREEZE, LOSSES, MODELS, SAMPLERS
 
 SPACES_DIR = Path(__file__).resolve().parent.parent / "search_spaces"
@@ -100,7 +101,7 @@ TOP_KEYS = {"description", "defaults", "fixed", "params", "approaches"}
 INLINE_KEYS = ("name", "description", "fixed", "params")
 
 
-class SpaceError(ValueError):
+class SpaceError(StudyError):
     """A bad search-space file: the message names the file, the key, the rule and the value."""
 
 

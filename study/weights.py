@@ -19,6 +19,7 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from study.errors import StudyError
 from study.names import BACKBONES
 
 CHECKPOINT_DIR = Path("results/checkpoints")
@@ -29,7 +30,7 @@ ZIP_MAGIC = b"PK\x03\x04"
 LEGACY_MAGIC = b"\x8a\x0a" + (0x1950A86A20F9469CFC6C).to_bytes(10, "little")
 
 
-class WeightsError(ValueError):
+class WeightsError(StudyError):
     """Bad model settings or a missing or unusable weights file: a clear one-line message."""
 
 
