@@ -262,10 +262,16 @@ def end_open_runs(uri: str, study_id: str, status: str) -> int:
     experiments = [e.experiment_id for e in c.search_experiments()]
     if not experiments:
         return 0
-    runs = c.search_runs(experiments, f"tags.study_id = '{study_id}' and attributes.status = 'RUNNING'", max_results=5000)
-    for run in runs:
-        c.set_terminated(run.info.run_id, status)
-    return len(runs)
+    query, running, token = f"tags.study_id = '{study_id}' and attributes.status = 'RUNNING'", [], None
+    while True:  # every page first (a 10,000-trial study has more runs than one holds): ending them shifts the pages
+        page = c.search_runs(experiments, query, max_results=1000, page_token=token)
+        running += [run.info.run_id for run in page]
+        token = page.token
+        if not token:
+            break
+    for run_id in running:
+        c.set_terminated(run_id, status)
+    return len(running)
 
 
 def ensure_experiment(client: MlflowClient, experiment: str, artifact_root: Path | None) -> str:
@@ -305,50 +311,71 @@ class Tracker:
             tags["mlflow.parentRunId"] = parent_run
         # approach first: the UI cuts long names, and "<space>-2026..." told parents apart by nothing visible
         self.parent_id = self._find_or_create(PARENT, f"{approach} · {study_id}", tags)
-        self.children: dict[tuple[str, str], str] = {}
+        self.children: dict[tuple[str, str], str] = {}  # (trial id, phase) -> run id
+        self._existing: dict[tuple[str, str], Any] | None = None  # runs there before this tracker; read on first use
         self.last_step: dict[str, int] = {}
 
     def _find(self, role: str, extra: str = "") -> list:
+        """Every run of this approach with ``role``, newest first (paged: a study may have thousands)."""
         query = f"tags.study_id = '{self.study_id}' and tags.approach = '{self.approach}' and tags.role = '{role}'" + extra
-        return self.client.search_runs([self.experiment_id], query, max_results=5000)
+        out, token = [], None
+        while True:
+            page = self.client.search_runs([self.experiment_id], query, max_results=1000, page_token=token)
+            out += page
+            token = page.token
+            if not token:
+                return out
 
-    def _find_or_create(self, role: str, name: str, tags: dict[str, str], extra: str = "") -> str:
-        runs = self._find(role, extra)
+    def _find_or_create(self, role: str, name: str, tags: dict[str, str]) -> str:
+        runs = self._find(role)
         if runs:
-            run_id = runs[0].info.run_id
-            if runs[0].info.status != "RUNNING":
-                self.client.update_run(run_id, status="RUNNING")
-            return run_id
+            return self._reattach(runs[0])
+        return self._create(role, name, tags)
+
+    def _create(self, role: str, name: str, tags: dict[str, str]) -> str:
         tags = {"study_id": self.study_id, "approach": self.approach, "role": role, **tags}
         return self.client.create_run(self.experiment_id, tags=tags, run_name=name).info.run_id
 
-    def run_of(self, trial_id: str) -> str | None:
-        """The trial's child run id, if it has one (no side effects)."""
-        runs = self._find(CHILD, f" and tags.trial_id = '{trial_id}'")
-        return runs[0].info.run_id if runs else None
+    def _reattach(self, run: Any) -> str:
+        if run.info.status != "RUNNING":
+            self.client.update_run(run.info.run_id, status="RUNNING")
+        return run.info.run_id
+
+    def _known_children(self) -> dict[tuple[str, str], Any]:
+        """The child runs there already are (a resumed study), read in one search: searching per trial scans
+        every run of the store, which made a study's bookkeeping grow with the square of its trials."""
+        known: dict[tuple[str, str], Any] = {}
+        for run in self._find(CHILD):
+            known.setdefault((run.data.tags.get("trial_id", ""), run.data.tags.get("phase", "search")), run)  # newest wins
+        return known
 
     def child(self, trial_id: str, config: dict[str, Any], tags: dict[str, str]) -> str:
         """The trial's child run: reattached when it exists (resume), created once otherwise."""
         phase = tags.get("phase", "search")
+        if self._existing is None:
+            self._existing = self._known_children()
         if (trial_id, phase) not in self.children:
-            run_id = self._find_or_create(
-                CHILD, f"{self.approach}-{phase}-{trial_id}",
-                {"trial_id": trial_id, "mlflow.parentRunId": self.parent_id, **tags},
-                extra=f" and tags.trial_id = '{trial_id}' and tags.phase = '{phase}'",
-            )
+            old = self._existing.pop((trial_id, phase), None)
+            if old is not None:
+                run_id = self._reattach(old)
+                history = self.client.get_metric_history(run_id, VAL_MACRO_F1)
+                self.last_step[run_id] = max((m.step for m in history), default=0)
+            else:
+                run_id = self._create(CHILD, f"{self.approach}-{phase}-{trial_id}",
+                                      {"trial_id": trial_id, "mlflow.parentRunId": self.parent_id, **tags})
+                history = []
             self.children[trial_id, phase] = run_id
-            history = self.client.get_metric_history(run_id, VAL_MACRO_F1)
-            self.last_step[run_id] = max((m.step for m in history), default=0)
             if not history:
-                self.log_params(run_id, flat_params(config))
+                self.log_params(run_id, flat_params(config), fresh=old is None)
                 self.client.log_dict(run_id, config, "config.json")
         return self.children[trial_id, phase]
 
-    def log_params(self, run_id: str, params: dict[str, str]) -> None:
-        """Each parameter once: a resumed study must not log a parameter again (MLflow refuses a second value)."""
+    def log_params(self, run_id: str, params: dict[str, str], fresh: bool = False) -> None:
+        """Each parameter once: a resumed study must not log a parameter again (MLflow refuses a second value).
+        ``fresh``: a run created a moment ago, which has none yet."""
         from mlflow.entities import Param
 
-        have = self.client.get_run(run_id).data.params
+        have = {} if fresh else self.client.get_run(run_id).data.params
         fresh = [Param(k, v[:6000]) for k, v in params.items() if k not in have]
         for start in range(0, len(fresh), 100):
             self.client.log_batch(run_id, params=fresh[start : start + 100])
@@ -372,9 +399,13 @@ class Tracker:
     def log_artifacts(self, run_id: str, result: dict[str, Any], prefix: str = "val_") -> None:
         confusion = result.get(f"{prefix}confusion")
         if confusion is not None:
+            import matplotlib.pyplot as plt
+
             fig = confusion_figure(confusion, self.classes, f"{self.approach}: {prefix.rstrip('_')} confusion")
-            self.client.log_figure(run_id, fig, f"{prefix}confusion_matrix.png")
-            fig.clear()
+            try:
+                self.client.log_figure(run_id, fig, f"{prefix}confusion_matrix.png")
+            finally:
+                plt.close(fig)  # pyplot holds every figure it made until closed: one per trial leaked
         self.client.log_text(run_id, per_class_report(result, self.classes, prefix), f"{prefix}per_class_report.tsv")
 
     def tag(self, run_id: str, tags: dict[str, str]) -> None:

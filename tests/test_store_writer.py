@@ -62,3 +62,29 @@ def test_two_first_studies_create_one_sqlite_file_without_racing(tmp_path) -> No
 
 def test_prepare_store_leaves_servers_alone() -> None:
     prepare_store("http://127.0.0.1:9")  # nothing to create: no error, no connection
+
+
+def test_logging_many_runs_leaves_no_figure_open(tmp_path) -> None:
+    import matplotlib.pyplot as plt
+
+    t = tracker(tmp_path)
+    before = set(plt.get_fignums())
+    for i in range(22):  # past pyplot's "More than 20 figures have been opened" warning
+        run = t.child(f"t{i}", {"lr": 0.1}, {"phase": "search"})
+        t.log_artifacts(run, {"val_confusion": [[3, 1], [0, 4]], "val_macro_f1": 0.8})
+    assert set(plt.get_fignums()) == before
+    artifacts = {a.path for a in t.client.list_artifacts(run)}
+    assert {"val_confusion_matrix.png", "val_per_class_report.tsv", "config.json"} <= artifacts
+
+
+def test_child_runs_are_searched_for_once_per_tracker_not_once_per_trial(tmp_path) -> None:
+    t = tracker(tmp_path)
+    searches = []
+    search_runs = t.client.search_runs
+    t.client.search_runs = lambda *a, **k: searches.append(a[1]) or search_runs(*a, **k)  # type: ignore[method-assign]
+    runs = [t.child(f"t{i}", {"lr": i}, {"phase": "search"}) for i in range(5)]
+    assert len(set(runs)) == 5 and searches == [
+        "tags.study_id = 'focal-20261126-000000-abcd' and tags.approach = 'focal' and tags.role = 'child'"]
+    assert t.client.get_run(runs[3]).data.params == {"lr": "3"}
+    again = tracker(tmp_path)  # a resumed study finds all five in its one search
+    assert [again.child(f"t{i}", {"lr": i}, {"phase": "search"}) for i in range(5)] == runs
