@@ -152,7 +152,7 @@ def test_every_flag_is_documented_and_every_documented_flag_exists(command: str,
 
 
 def test_flag_check_catches_a_missing_and_an_unknown_flag() -> None:
-    ap = argparse.ArgumentParser()
+    ap = argparse.ArgumentParser(add_help=False)
     ap.add_argument("--space")
     ap.add_argument("-v", "--verbose")
     section = "| `--space` | x |\n| `--verbose` | y |\n`--spaces`"
@@ -189,3 +189,21 @@ def test_relative_links_resolve(doc: Path) -> None:
 def test_docs_folder_has_the_topics() -> None:
     topics = {"data", "spaces", "cli", "outputs", "cluster", "security", "performance", "architecture", "statistics"}
     assert topics <= {p.stem for p in (ROOT / "docs").glob("*.md")}
+
+
+def third_party_imports(path: Path) -> set[str]:
+    """The top-level names of the packages a file imports."""
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            found |= {a.name.split(".")[0] for a in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            found.add(node.module.split(".")[0])
+    return found
+
+
+def test_ray_and_mlflow_stay_behind_their_doors() -> None:
+    """docs/architecture.md: in study/, only engine.py and trainable.py import Ray, only store.py MLflow."""
+    files = sorted((ROOT / "study").glob("*.py"))
+    assert sorted(p.name for p in files if "ray" in third_party_imports(p)) == ["engine.py", "trainable.py"]
+    assert [p.name for p in files if "mlflow" in third_party_imports(p)] == ["store.py"]
