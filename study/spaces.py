@@ -21,6 +21,7 @@ Standard library and PyYAML only: the CLI validates a space before torch loads.
 from __future__ import annotations
 
 import math
+import os
 import re
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -30,9 +31,12 @@ import yaml
 
 from study.errors import StudyError
 from study.names import BACKBONES, BASE_LOSSES, COST_USES, FREEZE, LOSSES, MODELS, SAMPLERS
+from study.paths import read_text
 
 SPACES_DIR = Path(__file__).resolve().parent.parent / "search_spaces"
 NAME_PATTERN = "[A-Za-z0-9_-]+"
+MAX_NAME_LENGTH = 64  # names become file, run and study names
+MAX_SPACE_BYTES = 1 << 20  # a space file is a page of YAML
 
 # Every trial setting with its default; spaces may fix or search only these keys (but trial_seed).
 TRIAL_DEFAULTS: dict[str, Any] = {
@@ -153,20 +157,37 @@ def available(directory: Path | None = None) -> list[str]:
 def _check_name(name: Any, where: str) -> None:
     """Space names become file names and run names: no paths, quotes or spaces."""
     if not isinstance(name, str) or not re.fullmatch(NAME_PATTERN, name):
-        raise SpaceError(f"{where}space name must match {NAME_PATTERN}, got {name!r}")
+        raise SpaceError(f"{where}space name must match {NAME_PATTERN}, got {str(name)[:MAX_NAME_LENGTH]!r}")
+    if len(name) > MAX_NAME_LENGTH:
+        raise SpaceError(f"{where}space name must be at most {MAX_NAME_LENGTH} characters, got {len(name)}: "
+                         f"'{name[:20]}...'")
+
+
+class _NoAliasLoader(yaml.SafeLoader):
+    """PyYAML's safe loader without aliases: an alias bomb (a billion laughs) is refused, never expanded."""
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        if self.check_event(yaml.AliasEvent):
+            raise yaml.composer.ComposerError(None, None, "aliases (*name) are not allowed in a space file",
+                                              self.peek_event().start_mark)
+        return super().compose_node(parent, index)
 
 
 def _read(name: str, directory: Path | None) -> dict[str, Any]:
+    """A space file's top-level mapping: a regular UTF-8 file of at most MAX_SPACE_BYTES, plain YAML (no aliases)."""
     _check_name(name, "")
     path = (directory or SPACES_DIR) / f"{name}.yaml"
-    if not path.exists():
+    if not os.path.lexists(path):
         raise SpaceError(f"unknown space '{name}'; choose one of: {', '.join(available(directory))}")
+    text = read_text(path, MAX_SPACE_BYTES, SpaceError, path.name)  # stat first: a FIFO or device never hangs
     try:
-        doc = yaml.safe_load(path.read_text())
+        doc = yaml.load(text, Loader=_NoAliasLoader)  # noqa: S506 - a SafeLoader subclass
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f" line {mark.line + 1}" if mark else ""
         raise SpaceError(f"{path.name}{where}: malformed YAML: {getattr(err, 'problem', err)}") from None
+    except RecursionError:
+        raise SpaceError(f"{path.name}: malformed YAML: nested too deeply") from None
     if not isinstance(doc, dict):
         raise SpaceError(f"{path.name}: expected a mapping at the top level")
     unknown = sorted(set(doc) - TOP_KEYS)
