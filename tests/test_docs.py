@@ -207,3 +207,42 @@ def test_ray_and_mlflow_stay_behind_their_doors() -> None:
     files = sorted((ROOT / "study").glob("*.py"))
     assert sorted(p.name for p in files if "ray" in third_party_imports(p)) == ["engine.py", "trainable.py"]
     assert [p.name for p in files if "mlflow" in third_party_imports(p)] == ["store.py"]
+
+
+# ---------------------------------------------------------------- the commands the docs show
+
+
+COMMAND = re.compile(r"python -m ((?:study|costsens)\.\w+)([^\n]*)")
+
+
+def shown_commands() -> list[tuple[str, str, list[str]]]:
+    """(doc, command, argv) of every ``python -m study.x ...`` / ``costsens.x ...`` with arguments in the docs:
+    the arguments end at a comment, a quote, a backtick or the next shell command."""
+    found = []
+    for doc in DOCS:
+        for m in COMMAND.finditer(doc.read_text(encoding="utf-8")):
+            rest = re.split(r"\s#|['`]|&&|;|\|", m[2])[0]
+            if rest.strip():
+                found.append((doc.name, m[1], rest.split()))
+    return found
+
+
+def test_the_docs_show_commands() -> None:
+    assert {command for _, command, _ in shown_commands()} >= {"study.tune", "study.sweep", "costsens.report"}
+
+
+@pytest.mark.parametrize("doc,command,argv", shown_commands(), ids=lambda v: v if isinstance(v, str) else " ".join(v))
+def test_every_command_the_docs_show_parses(doc: str, command: str, argv: list[str],
+                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every flag and value of a shown command line parses (a sweep's extra flags with study.tune's parser)."""
+    ap = parser_of(command, monkeypatch)
+    tune = parser_of("study.tune", monkeypatch)
+    monkeypatch.undo()
+    try:
+        if command == "study.sweep":
+            _, rest = ap.parse_known_args(argv)
+            tune.parse_args(rest)
+        else:
+            ap.parse_args(argv)
+    except (Exception, SystemExit) as err:
+        pytest.fail(f"{doc}: python -m {command} {' '.join(argv)}: {err}")
