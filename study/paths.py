@@ -25,13 +25,13 @@ PROBE_TIMEOUT_S = 5.0  # an MLflow server that does not answer /health in this l
 SQLITE_HEADER = b"SQLite format 3\x00"  # the first 16 bytes of every SQLite database file
 # Ray Tune's storage goes through pyarrow.fs: a folder, or a URI of a file system pyarrow can write.
 STORAGE_SCHEMES = ("s3", "gs", "gcs", "hdfs", "viewfs", "abfs", "abfss")
-KINDS = ((stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"), (stat.S_ISFIFO, "a FIFO"),
+KINDS = ((stat.S_ISREG, "a regular file"), (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"), (stat.S_ISFIFO, "a FIFO"),
          (stat.S_ISSOCK, "a socket"), (stat.S_ISDIR, "a folder"))
 
 
 def kind(mode: int) -> str:
     """What a file of ``mode`` is, in words."""
-    return next((words for test, words in KINDS if test(mode)), "not a regular file")
+    return next((words for test, words in KINDS if test(mode)), "an unknown kind of file")
 
 
 def _resolve(path: Path, flag: str) -> Path:

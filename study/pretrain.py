@@ -15,6 +15,8 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from study import paths
+from study.errors import Parser, UsageError, cli
 from study.weights import source_checkpoint  # standard library only: flags are checked before torch loads
 
 if TYPE_CHECKING:
@@ -23,6 +25,7 @@ if TYPE_CHECKING:
 PROBE_BATCHES = 3  # timed batches behind the estimate printed before training starts
 EVAL_COST = 1 / 3  # an evaluated image costs about a third of a trained one (forward only)
 MIN_SIZE, MAX_SIZE = 16, 1024  # image side in pixels
+MAX_EPOCHS, MAX_BATCH, SEED_MAX = 10_000, 65_536, 2**31 - 1
 
 
 def estimate_seconds(model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor, loss: torch.nn.Module, *,
@@ -88,43 +91,42 @@ def pretrain(
         bar.set_postfix(train_loss=f"{tr.loss:.3f}", val_acc=f"{metrics['accuracy']:.3f}", val_f1=f"{metrics['macro_f1']:.3f}")
     blob = {"state_dict": {k: v.cpu() for k, v in model.state_dict().items()}, "classes": list(data.classes),
             "image_size": image_size, "epochs": epochs, "val_accuracy": metrics["accuracy"], "val_macro_f1": metrics["macro_f1"]}
+    out = paths.output_file(out, "--out")  # checked again: a symlink's target is written, never a device node
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_suffix(f".tmp{os.getpid()}")
-    torch.save(blob, tmp)
-    os.replace(tmp, out)
+    tmp = out.with_name(f".{out.name}.tmp{os.getpid()}")
+    try:
+        torch.save(blob, tmp)
+        paths.replace_into(tmp, out, "--out")
+    finally:
+        tmp.unlink(missing_ok=True)
     return blob
 
 
-def unwritable(path: Path) -> str | None:
-    """Why a file cannot be written at ``path`` (its folder need not exist yet), or None when it can."""
-    if path.is_dir():
-        return f"{path} is a folder"
-    folder = path.parent
-    while not folder.exists():  # the nearest folder that exists must let us make the rest
-        folder = folder.parent
-    if not folder.is_dir():
-        return f"{folder} is not a folder"
-    if not os.access(folder, os.W_OK | os.X_OK):
-        return f"folder {folder} is not writable"
-    return None
-
-
-def check_args(args: argparse.Namespace, out: Path) -> list[str]:
-    """Every bad flag, as 'what must hold, got what'; empty when all are fine."""
+def check_args(args: argparse.Namespace, out: Path) -> Path:
+    """Every bad flag, as 'what must hold, got what' (a UsageError naming them all); the checkpoint's path, resolved."""
     bad = [msg for ok, msg in (
-        (args.epochs >= 1, f"--epochs must be >= 1, got {args.epochs}"),
+        (1 <= args.epochs <= MAX_EPOCHS, f"--epochs must be in [1, {MAX_EPOCHS}], got {args.epochs}"),
         (MIN_SIZE <= args.image_size <= MAX_SIZE, f"--image-size must be in [{MIN_SIZE}, {MAX_SIZE}], got {args.image_size}"),
-        (math.isfinite(args.lr) and args.lr > 0, f"--lr must be a finite number > 0, got {args.lr}"),
-        (args.batch_size >= 1, f"--batch-size must be >= 1, got {args.batch_size}"),
+        (math.isfinite(args.lr) and 0 < args.lr <= 10, f"--lr must be a finite number in (0, 10], got {args.lr}"),
+        (1 <= args.batch_size <= MAX_BATCH, f"--batch-size must be in [1, {MAX_BATCH}], got {args.batch_size}"),
+        (0 <= args.seed <= SEED_MAX, f"--seed must be in [0, {SEED_MAX}], got {args.seed}"),
     ) if not ok]
-    if (why := unwritable(out)) is not None:
-        bad.append(f"cannot write the checkpoint {out}: {why}")
-    return bad
+    try:
+        out = paths.output_file(out, "--out")
+        paths.output_folder(args.results_dir, "--results-dir")  # the decoded-data cache goes there
+    except UsageError as err:
+        bad.append(str(err))
+    if bad:
+        raise UsageError("; ".join(bad))
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m study.pretrain", description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    return cli(_main, argv)
+
+
+def _main(argv: list[str] | None) -> int:
+    ap = Parser(prog="python -m study.pretrain", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--epochs", type=int, default=6, help="training epochs (default 6)")
     ap.add_argument("--image-size", type=int, default=32,
                     help=f"image side in pixels, {MIN_SIZE} to {MAX_SIZE}; match the study's (default 32)")
@@ -138,20 +140,11 @@ def main(argv: list[str] | None = None) -> int:
                     help="checkpoint path (default <results-dir>/checkpoints/source_resnet18_<size>px.pt)")
     ap.add_argument("--smoke", action="store_true", help="tiny subset, for tests")
     args = ap.parse_args(argv)
-    out = args.out or source_checkpoint(args.image_size, args.smoke, args.results_dir / "checkpoints")
-    bad = check_args(args, out)
-    if bad:
-        print(f"error: {'; '.join(bad)}", file=sys.stderr)
-        return 2
-    from study.data import DataError
-
-    try:
-        blob = pretrain(out, epochs=args.epochs, image_size=args.image_size, lr=args.lr, batch_size=args.batch_size,
-                        seed=args.seed, smoke=args.smoke, cache_dir=args.results_dir / "cache")
-    except DataError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    print(f"saved {out}: source-task validation accuracy {blob['val_accuracy']:.3f}, macro-F1 {blob['val_macro_f1']:.3f}")
+    shown = args.out or source_checkpoint(args.image_size, args.smoke, args.results_dir / "checkpoints")
+    out = check_args(args, shown)
+    blob = pretrain(out, epochs=args.epochs, image_size=args.image_size, lr=args.lr, batch_size=args.batch_size,
+                    seed=args.seed, smoke=args.smoke, cache_dir=args.results_dir / "cache")
+    print(f"saved {shown}: source-task validation accuracy {blob['val_accuracy']:.3f}, macro-F1 {blob['val_macro_f1']:.3f}")
     return 0
 
 

@@ -28,6 +28,7 @@ DATASETS = tuple(CLASSES)  # the named data sets; anything else must be a folder
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"})
 JPEG_SUFFIXES = frozenset({".jpg", ".jpeg"})
 FOLDER_SPLITS = ("train", "validation", "test")  # test/ is optional
+MIN_RATIO = 1e-4  # one minority image per 10,000 of the majority
 
 
 class DataError(StudyError):
@@ -54,6 +55,9 @@ def parse_ratio(value: str | float | None) -> float | None:
     except (ValueError, ZeroDivisionError):
         raise DataError(f"ratio must be a number in (0, 1] or 'a:b', got {value!r}") from None
     check_ratio(ratio)
+    if ratio < MIN_RATIO:  # a denormal 1e-320 would ask for infinitely many majority images
+        raise DataError(f"ratio {value} is below {MIN_RATIO:g} (one minority image per {1 / MIN_RATIO:,.0f} of the "
+                        "majority)")
     return ratio
 
 
