@@ -192,3 +192,58 @@ def evaluate(
         probs.append(logits.softmax(1))
     p = torch.cat(probs)
     return EpochResult(total / max(1, n), labels, p.argmax(1), p)
+
+
+def trained_batchnorms(model: nn.Module) -> list[nn.modules.batchnorm._BatchNorm]:
+    """The BatchNorm layers whose running statistics training updates: all but those in frozen stages."""
+    frozen = {id(m) for stage in frozen_modules(model) for m in stage.modules()}
+    return [m for m in model.modules()
+            if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats and id(m) not in frozen]
+
+
+@torch.no_grad()
+def recalibrate_bn(
+    model: nn.Module,
+    images: torch.Tensor,
+    batch_size: int,
+    device: torch.device,
+    augment_mask: torch.Tensor | None = None,
+) -> None:
+    """Recompute the running statistics of ``trained_batchnorms`` over ``images`` with the weights fixed.
+
+    After a few hundred steps at momentum 0.1 the running statistics still mix in the first batches' (and the
+    initial 0 / 1), so eval mode can answer one class while the same weights on batch statistics do well. This
+    resets them and averages every batch's (momentum None), in one shuffled pass in train mode; frozen stages keep
+    their transferred statistics (the layers after them learned on those). ``augment_mask``: flagged images are
+    augmented as in training, from a fixed seed (the trial's generator is not touched). Batches are near-equal
+    in size, so the running mean is the set's exact mean; the running variance is the mean of batch variances.
+    Each module's mode and momentum are restored; a model without BatchNorm is left alone.
+    """
+    layers = trained_batchnorms(model)
+    if not layers or len(images) == 0:
+        return
+    modes, momenta = {m: m.training for m in model.modules()}, [m.momentum for m in layers]
+    model.train()
+    for module in frozen_modules(model):
+        module.eval()
+    for m in layers:
+        m.reset_running_stats()
+        m.momentum = None  # cumulative average over the pass's batches
+    if augment_mask is not None and not bool(augment_mask.any()):
+        augment_mask = None
+    n, amp = len(images), autocast(device)
+    order = torch.randperm(n, generator=torch.Generator(images.device).manual_seed(0), device=images.device)
+    aug_gen = torch.Generator(device).manual_seed(0)
+    try:
+        for idx in order.tensor_split(-(-n // batch_size)):  # near-equal batches: no batch of one (1 x 1 maps)
+            x = to_input(images[idx], device)
+            if augment_mask is not None:
+                flagged = augment_mask[idx].to(device, non_blocking=True).view(-1, 1, 1, 1)
+                x = torch.where(flagged, augment(x, aug_gen), x)
+            with amp:
+                model(x)
+    finally:
+        for m, momentum in zip(layers, momenta):
+            m.momentum = momentum
+        for m, training in modes.items():
+            m.training = training

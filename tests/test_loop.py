@@ -19,10 +19,12 @@ from study.loop import (
     generator_on,
     pick_device,
     prepare_model,
+    recalibrate_bn,
     to_input,
     train_one_epoch,
 )
 from study.losses import build_loss
+from study.metrics import classification_metrics
 from study.models import build_model, frozen_modules
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -297,3 +299,109 @@ def test_no_host_synchronisation_inside_an_epoch_on_cuda() -> None:
     draws = [torch.rand(4, generator=generator_on(device, torch.Generator().manual_seed(1)), device=device)
              for _ in range(2)]
     assert torch.equal(draws[0], draws[1])
+
+
+CPU = torch.device("cpu")
+
+
+def bn_state(model: nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.clone() for k, v in model.state_dict().items() if "running_" in k or "num_batches" in k}
+
+
+def test_recalibrated_statistics_are_the_training_sets_statistics_of_the_batchnorm_input() -> None:
+    torch.manual_seed(0)
+    model = TinyNet().eval()
+    images = grey_images(60, size=8)
+    weights = {k: v.clone() for k, v in model.state_dict().items() if k not in bn_state(model)}
+    with torch.no_grad():
+        h = model[0](to_input(images, CPU))  # what the BatchNorm layer sees
+    mean, var = h.mean((0, 2, 3)), h.transpose(0, 1).flatten(1).var(1)  # unbiased, as BatchNorm keeps it
+    bn = model[1]
+    assert not torch.allclose(bn.running_mean, mean, atol=1e-3)  # stale before: the initial 0 / 1
+    recalibrate_bn(model, images, batch_size=64, device=CPU)  # one batch: exactly the set's statistics
+    assert torch.allclose(bn.running_mean, mean, atol=1e-6) and torch.allclose(bn.running_var, var, rtol=1e-5)
+    recalibrate_bn(model, images, batch_size=20, device=CPU)  # three batches of 20: the mean of their statistics
+    assert int(bn.num_batches_tracked) == 3
+    assert torch.allclose(bn.running_mean, mean, atol=1e-6)  # equal batches: still the exact mean
+    assert torch.allclose(bn.running_var, var, rtol=0.1) and not torch.allclose(bn.running_var, var, rtol=1e-4)
+    assert bn.momentum == 0.1 and not model.training and not bn.training
+    assert all(torch.equal(v, model.state_dict()[k]) for k, v in weights.items())  # the weights are fixed
+
+
+def test_recalibration_restores_every_modules_mode_and_keeps_frozen_statistics() -> None:
+    """Frozen stages keep their transferred statistics: the layers after them learned on those, and the loop
+    never updates them (it keeps them in eval mode)."""
+    torch.manual_seed(0)
+    model = build_model(2, "pretrained", "source", freeze="layer1", state=build_model(8).state_dict())
+    model.train()
+    for module in frozen_modules(model):
+        module.eval()  # as train_one_epoch leaves it
+    modes = [m.training for m in model.modules()]
+    frozen = {id(sub) for m in frozen_modules(model) for sub in m.modules()}
+    before = bn_state(model)
+    names = {id(m): name for name, m in model.named_modules()}
+    rng = torch.get_rng_state()
+    recalibrate_bn(model, grey_images(40, size=16), batch_size=16, device=CPU)
+    assert [m.training for m in model.modules()] == modes
+    assert torch.equal(torch.get_rng_state(), rng)  # draws nothing from the global generator a trial trains with
+    after = bn_state(model)
+    for m in model.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            key = f"{names[id(m)]}.running_mean"
+            assert torch.equal(before[key], after[key]) == (id(m) in frozen), key
+            assert m.momentum == 0.1
+
+
+def test_a_model_without_batchnorm_is_left_alone() -> None:
+    model = Recorder(3 * 8 * 8).train()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    recalibrate_bn(model, grey_images(10), batch_size=4, device=CPU)
+    assert model.seen == [] and model.training  # not even run
+    assert all(torch.equal(v, model.state_dict()[k]) for k, v in before.items())
+
+
+def test_recalibration_augments_only_when_images_are_flagged_and_repeats_itself() -> None:
+    torch.manual_seed(0)
+    model, images = TinyNet(), grey_images(32, size=8)
+    stats = []
+    for mask in (None, torch.zeros(32, dtype=torch.bool), torch.arange(32) % 2 == 0, torch.arange(32) % 2 == 0):
+        recalibrate_bn(model, images, batch_size=8, device=CPU, augment_mask=mask)
+        stats.append(model[1].running_var.clone())
+    assert torch.equal(stats[0], stats[1])  # nothing flagged: as no mask
+    assert not torch.equal(stats[0], stats[2])  # flagged images are augmented
+    assert torch.equal(stats[2], stats[3])  # from a fixed seed
+
+
+def test_stale_batchnorm_statistics_cause_mobilenet_v2s_one_class_answers() -> None:
+    """The cause of MobileNetV2's one-class collapse (issue 20 part 5), confirmed: after a few epochs from scratch
+    it answers one class in eval mode on training and validation images alike, while the same weights on batch
+    statistics score well on the training images; recomputing only the BatchNorm running statistics (weights
+    fixed) gives back both classes and the batch-statistics figures."""
+    data = subset(load_dataset("animals", image_size=32, ratio=1.0, cache_dir=None), 100, seed=0)
+    torch.manual_seed(0)
+    model = build_model(2, backbone="mobilenet_v2")
+    loss = build_loss("ce", data.train.counts(2), data.minority)
+    optimizer, generator = torch.optim.Adam(model.parameters(), lr=2e-3), torch.Generator().manual_seed(0)
+    for _ in range(4):  # 28 steps
+        train_one_epoch(model, data.train.images, data.train.labels, loss, optimizer, batch_size=32, generator=generator)
+
+    def answers(split, train_mode: bool) -> torch.Tensor:
+        model.train(train_mode)
+        with torch.no_grad():
+            return model(to_input(split.images, CPU)).argmax(1)
+
+    def f1(split, pred: torch.Tensor) -> float:
+        return classification_metrics(split.labels, pred, data.classes, 0)["macro_f1"]
+
+    splits = (data.train, data.val)
+    stale = [answers(s, False) for s in splits]
+    batch = [answers(s, True) for s in splits]  # the whole split as one batch: its own statistics
+    weights = {k: v.clone() for k, v in model.state_dict().items() if "running_" not in k and "num_batches" not in k}
+    recalibrate_bn(model, data.train.images, batch_size=32, device=CPU)
+    fresh = [answers(s, False) for s in splits]
+    assert all(torch.equal(v, model.state_dict()[k]) for k, v in weights.items())
+    assert [len(p.unique()) for p in stale] == [1, 1]  # one class for every image: macro-F1 1/3
+    assert f1(data.train, batch[0]) > 0.8  # the weights have learned the training images
+    assert [len(p.unique()) for p in fresh] == [2, 2]
+    assert f1(data.train, fresh[0]) > f1(data.train, batch[0]) - 0.03 and (fresh[0] == batch[0]).float().mean() > 0.9
+    assert f1(data.val, fresh[1]) > 0.55 > f1(data.val, stale[1])
