@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import signal
 import time
 import zlib
 from collections import Counter
@@ -28,7 +29,9 @@ import torch
 from ray import tune
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, TrialScheduler
 from ray.tune.search import Searcher
+from ray.tune.stopper import Stopper
 
+from study.errors import StudyError
 from study.names import VAL_MACRO_F1
 from study.store import Tracker, numeric_metrics
 
@@ -68,7 +71,7 @@ def shutdown_ray() -> None:
     ray.shutdown()
 
 
-class ClusterError(RuntimeError):
+class ClusterError(StudyError):
     """A setting that cannot work on this Ray cluster: a clear one-line message."""
 
 
@@ -111,6 +114,84 @@ def check_cluster(gpus_per_trial: float, cpus_per_trial: float, tracking_uri: st
                                "a multi-node study needs shared storage: --storage-path s3://bucket/path or an NFS mount")
 
 
+# ---------------------------------------------------------------- interrupts: every SIGINT / SIGTERM a pause
+
+
+class Interrupted(Exception):
+    """SIGINT or SIGTERM: the study pauses (runs KILLED, exit 130 or 143; ``--resume`` finishes it)."""
+
+    def __init__(self, code: int) -> None:
+        super().__init__(f"interrupted (exit {code})")
+        self.code = code
+
+
+class Signals:
+    """SIGINT and SIGTERM become a pause through Ray Tune's own interrupt path.
+
+    Ray Tune's SIGINT handler is turned off (``TUNE_DISABLE_SIGINT_HANDLER``) and ours records the signal
+    itself: inside ``Tuner.fit`` it calls the handler Ray keeps on SIGUSR1, which snapshots the experiment
+    and stops it with the running trials resumable; outside a fit it raises :class:`Interrupted`. The pause
+    is read from the recorded signal, never inferred from trial states (Ray marks running trials TERMINATED
+    after its last snapshot). Install after ``ray.init``, which sets a SIGTERM handler of its own. An ignored
+    SIGINT (a background job) stays ignored; during the finish (``deferred``) a signal waits until it ends.
+    """
+
+    def __init__(self) -> None:
+        self.received: int | None = None
+        self.in_fit = False
+        self.deferred = False
+
+    def install(self) -> None:
+        os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = "1"
+        if signal.getsignal(signal.SIGINT) is not signal.SIG_IGN:
+            signal.signal(signal.SIGINT, self.on_signal)
+        signal.signal(signal.SIGTERM, self.on_signal)
+
+    @property
+    def code(self) -> int:
+        return 128 + (self.received or signal.SIGINT)
+
+    def on_signal(self, signum: int, frame: Any) -> None:
+        self.received = self.received or signum
+        if self.deferred:
+            return
+        if self.in_fit:
+            ray_handler = signal.getsignal(signal.SIGUSR1)  # Ray Tune's "snapshot, then stop" while a fit runs
+            if callable(ray_handler):
+                ray_handler(signal.SIGUSR1, frame)
+            return
+        raise Interrupted(self.code)
+
+    def check(self) -> None:
+        """Raise the pause a signal asked for (between Tuners)."""
+        if self.received is not None and not self.deferred:
+            raise Interrupted(self.code)
+
+
+SIGNALS = Signals()
+
+
+class FatalError(RuntimeError):
+    """A trial met a user error (weights, loss, space, data): it would fail the same way on every retry."""
+
+
+class FatalStop(Stopper):
+    """Ends the whole Tuner once a trial reports ``fatal_error`` (the trainable's marker for a user error):
+    Ray's FailureConfig has no per-exception filter, and a retry would only fail again."""
+
+    def __init__(self) -> None:
+        self.error: str | None = None
+
+    def __call__(self, trial_id: str, result: dict) -> bool:
+        if result.get("fatal_error"):
+            self.error = self.error or str(result["fatal_error"])
+            return True
+        return False
+
+    def stop_all(self) -> bool:
+        return self.error is not None
+
+
 # ---------------------------------------------------------------- searching every approach side by side
 
 
@@ -120,20 +201,26 @@ def trial_seed(seed: int, approach: str, turn: int | str) -> int:
 
 
 class PerApproachSearch(Searcher):
-    """Proposes each approach's trials from its own searcher, in turn, ``num_samples`` each, and gives
-    every trial its own ``trial_seed``."""
+    """Proposes each approach's trials from its own searcher, in turn, ``counts[approach]`` each, and gives
+    every trial its own ``trial_seed``.
 
-    def __init__(self, searchers: dict[str, Searcher], num_samples: int, metric: str, mode: str, seed: int = 0) -> None:
+    What TPE learns from is comparable across trials: a trial's value is its validation macro-F1 at
+    ``tell_epoch`` (ASHA's first rung, which every trial that reports reaches), not its last reported one
+    (Ray's OptunaSearch would tell an ASHA-stopped trial's epoch-2 score beside another's epoch-10 score)."""
+
+    def __init__(self, searchers: dict[str, Searcher], counts: dict[str, int], metric: str, mode: str, seed: int = 0,
+                 tell_epoch: int = 1) -> None:
         super().__init__(metric=metric, mode=mode)
-        self.searchers, self.num_samples, self.seed = searchers, num_samples, seed
+        self.searchers, self.counts, self.seed, self.tell_epoch = searchers, counts, seed, tell_epoch
         self.suggested: Counter[str] = Counter()
         self.owner: dict[str, str] = {}  # trial id -> approach
+        self.told: dict[str, float] = {}  # trial id -> its value at tell_epoch
 
     def set_search_properties(self, metric: str | None, mode: str | None, config: dict, **spec: Any) -> bool:
         return all(s.set_search_properties(metric, mode, config, **spec) for s in self.searchers.values())
 
     def suggest(self, trial_id: str) -> dict[str, Any] | str | None:
-        open_ = [a for a in self.searchers if self.suggested[a] < self.num_samples]
+        open_ = [a for a in self.searchers if self.suggested[a] < self.counts[a]]
         if not open_:
             return Searcher.FINISHED
         approach = min(open_, key=lambda a: self.suggested[a])  # round robin, in the space's order
@@ -145,9 +232,13 @@ class PerApproachSearch(Searcher):
         return config
 
     def on_trial_result(self, trial_id: str, result: dict) -> None:
+        if result.get("training_iteration") == self.tell_epoch and self.metric in result:
+            self.told[trial_id] = float(result[self.metric])
         self._tell(trial_id, "on_trial_result", result)
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
+        if result and trial_id in self.told:
+            result = {**result, self.metric: self.told[trial_id]}
         self._tell(trial_id, "on_trial_complete", result, error)
 
     def _tell(self, trial_id: str, event: str, *args: Any) -> None:
@@ -169,7 +260,7 @@ class PerApproachSearch(Searcher):
         for approach, searcher in self.searchers.items():
             searcher.save(str(folder / f"per-approach-{approach}.pkl"))
         tmp = folder / f"{STATE_FILE}.tmp"
-        tmp.write_text(json.dumps({"suggested": self.suggested, "owner": self.owner}))
+        tmp.write_text(json.dumps({"suggested": self.suggested, "owner": self.owner, "told": self.told}))
         tmp.replace(folder / STATE_FILE)
 
     def restore_from_dir(self, checkpoint_dir: str) -> None:
@@ -177,7 +268,7 @@ class PerApproachSearch(Searcher):
         for approach, searcher in self.searchers.items():
             searcher.restore(str(folder / f"per-approach-{approach}.pkl"))
         state = json.loads((folder / STATE_FILE).read_text())
-        self.suggested, self.owner = Counter(state["suggested"]), state["owner"]
+        self.suggested, self.owner, self.told = Counter(state["suggested"]), state["owner"], state.get("told", {})
 
 
 class PerApproachScheduler(FIFOScheduler):
@@ -362,8 +453,9 @@ class MLflowCallback(tune.Callback):
 
     def run(self, trial: Any) -> str:
         tags = {"phase": self.phase}
-        if self.phase == "confirm":
-            tags.update(confirm_seed=str(trial.config["confirm_seed"]), config_rank=str(trial.config["config_rank"]))
+        for key in ("confirm_seed", "race_seed", "config_rank", "round"):  # a race or confirmation run's place
+            if key in trial.config:
+                tags[key] = str(trial.config[key])
         return self.tracker.child(trial.trial_id, trial.config, tags)
 
     def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
@@ -426,12 +518,12 @@ class Outcome:
     best_epoch: int  # the epoch it was reached at (0: never reported)
     last: dict[str, Any] = field(default_factory=dict)  # its last reported result
     load_best_state: Callable[[], dict] | None = None  # the model state of its best-epoch checkpoint, if kept
+    history: dict[int, float] = field(default_factory=dict)  # epoch -> validation macro-F1
 
 
 @dataclass
 class PhaseResult:
     outcomes: list[Outcome]
-    interrupted: bool  # stopped by SIGINT/SIGTERM (or anything else) before every trial ended
 
 
 def _best_state_loader(result: Any, checkpoint_file: str) -> Callable[[], dict] | None:
@@ -452,24 +544,42 @@ def _best_state_loader(result: Any, checkpoint_file: str) -> Callable[[], dict] 
 def _outcomes(grid: Any, checkpoint_file: str) -> list[Outcome]:
     out = []
     for r in grid:
+        if r.config is None:  # a trial that never started (Ray gives it no config)
+            continue
         frame = r.metrics_dataframe
         scored = frame is not None and VAL_MACRO_F1 in frame and len(frame)
-        best = float(frame[VAL_MACRO_F1].max()) if scored else float("-inf")
-        epoch = int(frame["training_iteration"][frame[VAL_MACRO_F1].idxmax()]) if scored else 0
-        out.append(Outcome(r.metrics.get("trial_id", ""), dict(r.config), "FAILED" if r.error else "FINISHED", best, epoch,
-                           dict(r.metrics), _best_state_loader(r, checkpoint_file)))
+        history = ({int(e): float(v) for e, v in zip(frame["training_iteration"], frame[VAL_MACRO_F1])}
+                   if scored else {})
+        best_epoch = max(history, key=lambda e: (history[e], -e)) if history else 0
+        out.append(Outcome(r.metrics.get("trial_id", ""), dict(r.config), "FAILED" if r.error else "FINISHED",
+                           history.get(best_epoch, float("-inf")), best_epoch, dict(r.metrics),
+                           _best_state_loader(r, checkpoint_file), history))
     return out
 
 
-def _run(tuner: tune.Tuner, expected: int, checkpoint_file: str) -> PhaseResult:
-    grid = tuner.fit()
+def _run(tuner: tune.Tuner, expected: int, checkpoint_file: str, stop: FatalStop | None) -> PhaseResult:
+    """Fit the Tuner; a recorded signal is a pause, a trial's user error is fatal, trials left unended without
+    either are a failure of the run itself (never a pause)."""
+    SIGNALS.in_fit = True
+    try:
+        grid = tuner.fit()
+    finally:
+        SIGNALS.in_fit = False
+    SIGNALS.check()
+    outcomes = _outcomes(grid, checkpoint_file)
+    fatal = (stop.error if stop else None) or next((o.last["fatal_error"] for o in outcomes if o.last.get("fatal_error")),
+                                                   None)
+    if fatal:
+        raise FatalError(fatal)
     ended = grid.num_terminated + grid.num_errors
-    return PhaseResult(_outcomes(grid, checkpoint_file), interrupted=ended < len(grid) or len(grid) < expected)
+    if ended < len(grid) or len(grid) < expected:
+        raise RuntimeError(f"Ray Tune ended with {ended} of {expected} trials ended and no interrupt: see its log above")
+    return PhaseResult(outcomes)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class TuneSetup:
-    """What both phases share: the trainable and its data, resources, storage and MLflow settings."""
+    """What every phase shares: the trainable and its data, resources, storage and MLflow settings."""
 
     trainable: Callable
     data: dict
@@ -492,11 +602,12 @@ def _with_resources(s: TuneSetup) -> Any:
     )
 
 
-def _run_config(s: TuneSetup, name: str, callbacks: list) -> tune.RunConfig:
+def _run_config(s: TuneSetup, name: str, callbacks: list, stop: FatalStop) -> tune.RunConfig:
     return tune.RunConfig(
         name=name,
         storage_path=s.storage,
         callbacks=callbacks,
+        stop=stop,
         checkpoint_config=tune.CheckpointConfig(num_to_keep=2, checkpoint_score_attribute=VAL_MACRO_F1,
                                                 checkpoint_score_order="max"),
         failure_config=tune.FailureConfig(max_failures=MAX_FAILURES),
@@ -510,12 +621,18 @@ def _quiet_trial_logs() -> None:
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
 
 
-def search(s: TuneSetup, name: str, spaces: dict[str, Any], constants: dict[str, Any], budget: Any, seed: int,
-           resume: bool) -> PhaseResult:
-    """Every approach's search side by side: Optuna's TPE per approach, ASHA per approach on validation macro-F1.
+@dataclass(frozen=True)
+class Search:
+    """One approach's search: its Optuna define-by-run function, its fixed points (tried first) and its trial count."""
 
-    ``spaces``: approach -> its Optuna define-by-run function (called with ``constants`` merged in).
-    """
+    define: Callable
+    points: list[dict[str, Any]]
+    trials: int
+
+
+def search(s: TuneSetup, name: str, searches: dict[str, Search], budget: Any, seed: int, resume: bool) -> PhaseResult:
+    """Every approach's search side by side: Optuna's TPE per approach (its fixed points enqueued first, once:
+    a resumed searcher keeps its queue), ASHA per approach on validation macro-F1."""
     import optuna
     from optuna.samplers import TPESampler
     from ray.tune.search.optuna import OptunaSearch
@@ -523,45 +640,53 @@ def search(s: TuneSetup, name: str, spaces: dict[str, Any], constants: dict[str,
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # a "new study created" line per approach
     _quiet_trial_logs()
     trainable, path = _with_resources(s), f"{s.storage}/{name}"
-    expected = budget.num_samples * len(spaces)
+    expected = sum(x.trials for x in searches.values())
     if resume and tune.Tuner.can_restore(path):
-        return _run(tune.Tuner.restore(path, trainable, resume_errored=True), expected, s.checkpoint_file)
+        return _run(tune.Tuner.restore(path, trainable, resume_errored=True), expected, s.checkpoint_file, None)
     searchers, schedulers = {}, {}
-    for approach, define in spaces.items():
-        # TPE models the results after a third of the budget; before that it samples at random
-        tpe = TPESampler(seed=trial_seed(seed, approach, "tpe"), n_startup_trials=max(2, budget.num_samples // 3))
-        searchers[approach] = OptunaSearch(define, metric=VAL_MACRO_F1, mode="max", sampler=tpe)
+    for approach, x in searches.items():
+        # TPE models the results after a third of the searched part; before that (and after the points) it samples
+        # at random. Optuna counts the enqueued points among its start-up trials, hence the sum.
+        startup = len(x.points) + max(2, (x.trials - len(x.points)) // 3)
+        tpe = TPESampler(seed=trial_seed(seed, approach, "tpe"), n_startup_trials=startup)
+        searchers[approach] = OptunaSearch(x.define, metric=VAL_MACRO_F1, mode="max", sampler=tpe,
+                                           points_to_evaluate=x.points or None)
         schedulers[approach] = ASHAScheduler(metric=VAL_MACRO_F1, mode="max", time_attr="training_iteration",
                                              max_t=budget.epochs, grace_period=min(budget.grace_period, budget.epochs),
                                              reduction_factor=budget.reduction_factor)
-    callbacks = [MLflowCallback(s.trackers[a], budget.epochs, "search") for a in spaces]
+    callbacks = [MLflowCallback(s.trackers[a], budget.epochs, "search") for a in searches]
     callbacks += [KeepBestCheckpoints()] + ([] if s.verbose else [StatusLine("search")])
+    counts = {a: x.trials for a, x in searches.items()}
+    searcher = PerApproachSearch(searchers, counts, VAL_MACRO_F1, "max", seed,
+                                 tell_epoch=min(budget.grace_period, budget.epochs))
+    stop = FatalStop()
     tuner = tune.Tuner(
         trainable,
         # Locally a finished trial's process serves the next trial instead of importing torch again (seconds a
         # trial); on a cluster every trial gets a fresh actor, so that trials spread over the nodes.
-        tune_config=tune.TuneConfig(search_alg=PerApproachSearch(searchers, budget.num_samples, VAL_MACRO_F1, "max", seed),
-                                    scheduler=PerApproachScheduler(schedulers, VAL_MACRO_F1), reuse_actors=s.local,
-                                    num_samples=expected, max_concurrent_trials=s.max_concurrent),
-        run_config=_run_config(s, name, callbacks),
+        tune_config=tune.TuneConfig(search_alg=searcher, scheduler=PerApproachScheduler(schedulers, VAL_MACRO_F1),
+                                    reuse_actors=s.local, num_samples=expected, max_concurrent_trials=s.max_concurrent),
+        run_config=_run_config(s, name, callbacks, stop),
     )
-    return _run(tuner, expected, s.checkpoint_file)
+    return _run(tuner, expected, s.checkpoint_file, stop)
 
 
-def confirm(s: TuneSetup, name: str, configs: list[dict[str, Any]], epochs: int, resume: bool) -> PhaseResult:
-    """Retrain each config for ``epochs`` epochs, no early stopping (FIFO): the confirmation phase."""
+def retrain(s: TuneSetup, name: str, configs: list[dict[str, Any]], epochs: int, resume: bool) -> PhaseResult:
+    """Retrain each config for ``epochs`` epochs, no early stopping (FIFO): a race or confirmation round."""
     _quiet_trial_logs()
     trainable, path = _with_resources(s), f"{s.storage}/{name}"
     if resume and tune.Tuner.can_restore(path):
-        return _run(tune.Tuner.restore(path, trainable, resume_errored=True), len(configs), s.checkpoint_file)
+        return _run(tune.Tuner.restore(path, trainable, resume_errored=True), len(configs), s.checkpoint_file, None)
     approaches = list(dict.fromkeys(c["approach"] for c in configs))
-    callbacks = [MLflowCallback(s.trackers[a], epochs, "confirm") for a in approaches]
-    callbacks += [KeepBestCheckpoints(keep_best=False)] + ([] if s.verbose else [StatusLine("confirm")])
+    phase = configs[0]["phase"] if configs else "confirm"
+    callbacks = [MLflowCallback(s.trackers[a], epochs, phase) for a in approaches]
+    callbacks += [KeepBestCheckpoints(keep_best=False)] + ([] if s.verbose else [StatusLine(name)])
+    stop = FatalStop()
     tuner = tune.Tuner(
         trainable,
         tune_config=tune.TuneConfig(search_alg=FixedConfigs(configs),
                                     scheduler=FIFOScheduler(), reuse_actors=s.local, num_samples=len(configs),
                                     max_concurrent_trials=s.max_concurrent),
-        run_config=_run_config(s, name, callbacks),
+        run_config=_run_config(s, name, callbacks, stop),
     )
-    return _run(tuner, len(configs), s.checkpoint_file)
+    return _run(tuner, len(configs), s.checkpoint_file, stop)

@@ -1,21 +1,24 @@
-"""Run a validated study plan: data once, the search (every approach side by side), the confirmation
-phase (each approach's top configs retrained over several seeds), MLflow parent runs, results/<space>/.
+"""Run a validated study plan: data once, the search (every approach side by side), the race (each approach's
+candidates on validation, then every approach against ``baseline`` over paired seeds, round by round), MLflow
+parent runs, results/<space>/.
 
 One guard at the top ends every open MLflow run of the study: KILLED on SIGINT/SIGTERM (a pause:
-``--resume`` finishes the study), FAILED on any other exception.
+``--resume`` finishes the study), FAILED on any other exception. One driver per study (``study.lock``).
 """
 
 from __future__ import annotations
 
 import os
-import signal
 import sys
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from study import race
 from study.costs import binary_cost_matrix, random_cost_matrix
 from study.data import DataError, Dataset, load_dataset, subset
+from study.errors import StudyError
 from study.names import VAL_MACRO_F1
 from study.plan import Plan
 from study.spaces import Space
@@ -24,38 +27,30 @@ SMOKE_LARGEST_CLASS = 40  # --smoke: at most this many images per class and spli
 EVAL_COST_N = 10.0  # more than two classes: the third seed's generator, largest cost n = 10 as in its paper
 
 
-class Interrupted(Exception):
-    """SIGINT or SIGTERM: the study pauses (runs KILLED, exit 130 or 143)."""
-
-    def __init__(self, code: int) -> None:
-        super().__init__(f"interrupted (exit {code})")
-        self.code = code
-
-
-_signal: dict[str, int | None] = {"received": None}
-
-
-def _on_sigterm(signum: int, frame: Any) -> None:
-    _signal["received"] = signum
-    # Ray Tune stops a run gracefully on SIGINT (its handler while a Tuner runs; KeyboardInterrupt elsewhere)
-    os.kill(os.getpid(), signal.SIGINT)
-
-
-def _exit_code() -> int:
-    return 128 + (_signal["received"] or signal.SIGINT)
-
-
 # ---------------------------------------------------------------- before Ray
 
 
+def resplits(plan: Plan) -> bool:
+    """Confirmation seeds redraw the split unless told not to, or the folder brings its own test/ (not resplit)."""
+    return plan.confirm.resplit and not (Path(plan.data) / "test").is_dir()
+
+
+def split_seed(plan: Plan, confirm_seed: int) -> int:
+    """The split a confirmation seed trains on: its own (seeds above the study's) or the study's."""
+    return plan.seed + 1 + confirm_seed if resplits(plan) else plan.seed
+
+
 def load_splits(plan: Plan) -> dict[int, Dataset]:
-    """The data set for the study seed and, with --confirm-resplit, one more split per confirmation seed."""
-    seeds = [plan.seed] + ([plan.seed + i for i in range(1, plan.confirm.seeds)] if plan.confirm.resplit else [])
-    out = {}
-    for seed in seeds:
-        data = load_dataset(plan.data, image_size=plan.budget.image_size, seed=seed, ratio=plan.ratio, counts=plan.counts,
-                            cache_dir=plan.cache_dir)
-        out[seed] = subset(data, SMOKE_LARGEST_CLASS, seed) if plan.smoke else data
+    """The study split (the search and the race choose on it) and, when resplitting, one split per confirmation
+    seed, redrawn from the same decoded pool with the search's validation images kept out of every test set."""
+    from study.resplit import resplit
+
+    data = load_dataset(plan.data, image_size=plan.budget.image_size, seed=plan.seed, ratio=plan.ratio,
+                        counts=plan.counts, cache_dir=plan.cache_dir)
+    data = subset(data, SMOKE_LARGEST_CLASS, plan.seed) if plan.smoke else data
+    out = {plan.seed: data}
+    if resplits(plan):
+        out.update({split_seed(plan, i): resplit(data, split_seed(plan, i)) for i in range(plan.confirm.max_seeds)})
     return out
 
 
@@ -112,28 +107,108 @@ def constants(plan: Plan, space: Space) -> dict[str, Any]:
             "batch_size": b.batch_size, "image_size": b.image_size, "cpus": r.cpus_per_trial, "gpus": r.gpus_per_trial}
 
 
-def confirm_configs(plan: Plan, ranked: dict[str, list[dict[str, Any]]]) -> list[dict[str, Any]]:
-    """Each approach's top configs x the confirmation seeds. Seed i trains with the same trial seed in every
-    approach, so runs pair across approaches (and, with --confirm-resplit, on the same split)."""
+def point_context(plan: Plan, data: Dataset, eval_costs: np.ndarray) -> dict[str, float]:
+    """The values of the data symbols a space's points may name (``study.spaces.SYMBOLS``)."""
+    counts = data.train.counts(data.num_classes)
+    minority = data.minority
+    off = [eval_costs[minority, c] for c in range(data.num_classes) if c != minority]
+    wrong = [eval_costs[c, minority] for c in range(data.num_classes) if c != minority]
+    return {"inverse_frequency": max(counts) / counts[minority], "eval_cost": float(max(off) / max(min(wrong), 1e-12)),
+            "drw_paper": max(1, round(0.8 * plan.budget.epochs))}
+
+
+def searches(plan: Plan, data: Dataset, eval_costs: np.ndarray) -> dict[str, Any]:
+    """Every approach's search: its resolved points first (ranges widened to hold them), then its searched part,
+    whose size grows with the parameters it searches (``race.trial_count``)."""
+    from study.engine import Search
+
+    context, out = point_context(plan, data, eval_costs), {}
+    for space in plan.spaces:
+        points, resolved, widened = space.resolve_points(context)
+        for line in widened:
+            print(line, flush=True)
+        trials = race.trial_count(plan.budget.num_samples, len(space.params), len(points))
+        out[space.name] = Search(resolved.define_by_run(constants(plan, space)), points, trials)
+    return out
+
+
+def candidates(plan: Plan, outcomes: list) -> dict[str, list[dict[str, Any]]]:
+    """Per approach, its finished search trials' configs compared at equal training length (``race.rank_candidates``),
+    best first."""
+    b = plan.budget
+    milestones = race.rungs(b.grace_period, b.reduction_factor, b.epochs)
+    out: dict[str, list] = {}
+    for space in plan.spaces:
+        trials = [race.Trial(o.trial_id, o.config, o.history) for o in outcomes
+                  if o.config.get("approach") == space.name and o.status == "FINISHED" and o.history]
+        _, ranked = race.rank_candidates(trials, milestones, plan.confirm.top)
+        if ranked:
+            out[space.name] = [t.config for t in ranked]
+    return out
+
+
+def race_configs(plan: Plan, ranked: dict[str, list[dict[str, Any]]]) -> list[dict[str, Any]]:
+    """The within-approach race: each approach's top candidates (when it has several) x the race seeds, on the
+    study split; validation alone decides."""
     from study.engine import trial_seed
 
-    out = []
-    for i in range(plan.confirm.seeds):
-        for approach, configs in ranked.items():
-            for rank, config in enumerate(configs[: plan.confirm.top]):
-                out.append({**config, "phase": "confirm", "confirm_seed": i, "config_rank": rank,
-                            "trial_seed": trial_seed(plan.seed, "confirm", i),
-                            "split_seed": plan.seed + i if plan.confirm.resplit else plan.seed})
-    return out
+    return [{**config, "phase": "race", "race_seed": j, "config_rank": rank,
+             "trial_seed": trial_seed(plan.seed, "race", j), "split_seed": plan.seed}
+            for j in range(plan.confirm.race_seeds) for approach, configs in ranked.items() if len(configs) > 1
+            for rank, config in enumerate(configs[: plan.confirm.top])]
 
 
-def ranked_configs(outcomes: list) -> dict[str, list[dict[str, Any]]]:
-    """Per approach, the configs of its finished search trials, best validation macro-F1 first."""
-    out: dict[str, list] = {}
-    for o in sorted(outcomes, key=lambda o: (o.best_val, o.trial_id), reverse=True):
-        if o.status == "FINISHED" and o.best_val > float("-inf"):
-            out.setdefault(o.config["approach"], []).append(o.config)
-    return out
+def choose(ranked: dict[str, list[dict[str, Any]]], raced: list) -> tuple[dict[str, dict], dict[str, dict[str, float]]]:
+    """Each approach's candidate: the best mean validation macro-F1 over the race seeds (ties: the higher-ranked)."""
+    chosen, means = {}, {}
+    for approach, configs in ranked.items():
+        mine = [o for o in raced if o.config["approach"] == approach and o.status == "FINISHED"]
+        by_rank = {r: [o.best_val for o in mine if o.config["config_rank"] == r] for r in range(len(configs))}
+        means[approach] = {str(r): float(np.mean(v)) for r, v in by_rank.items() if v}
+        best = max(means[approach], key=lambda r: (means[approach][r], -int(r)), default="0")
+        chosen[approach] = {**configs[int(best)], "config_rank": int(best)}
+    return chosen, means
+
+
+def decider(plan: Plan, rho: float) -> race.Decide:
+    from study.stats import race_open, verdict
+
+    c = plan.confirm
+    return lambda diffs: (verdict(diffs, c.rope, rho=rho).verdict, race_open(diffs, c.min_seeds, c.max_seeds, c.rope,
+                                                                              rho=rho))
+
+
+def round_configs(plan: Plan, ledger: race.Ledger, seeds: dict[str, list[int]], k: int) -> list[dict[str, Any]]:
+    from study.engine import trial_seed
+
+    return [{**ledger.candidates[a], "phase": "confirm", "confirm_seed": i, "round": k,
+             "trial_seed": trial_seed(plan.seed, "confirm", i), "split_seed": split_seed(plan, i)}
+            for a, seeds_ in seeds.items() for i in seeds_]
+
+
+def run_race(plan: Plan, setup: Any, ledger: race.Ledger, rho: float, save: Any) -> list:
+    """Rounds of paired confirmation seeds until no verdict against ``baseline`` is open; one Tuner per round, the
+    ledger saved after each complete round (decisions only on complete rounds)."""
+    from study import engine
+
+    approaches = list(ledger.candidates)
+    decide = decider(plan, rho) if race.BASELINE in approaches else None
+    outcomes = []
+    while seeds := race.next_round(ledger, approaches, plan.confirm.min_seeds, plan.confirm.max_seeds, decide):
+        k = len(ledger.rounds)
+        configs = round_configs(plan, ledger, seeds, k)
+        print(f"confirmation round {k}: {len(configs)} runs (" + ", ".join(f"{a} {len(v)}" for a, v in seeds.items())
+              + f"), {plan.budget.epochs} epochs each", flush=True)
+        done = engine.retrain(setup, f"{plan.space}-confirm-r{k}", configs, plan.budget.epochs, resume=True)
+        for o in done.outcomes:
+            if o.status == "FINISHED" and "test_macro_f1" in o.last:
+                ledger.scores.setdefault(o.config["approach"], {})[str(o.config["confirm_seed"])] = o.last["test_macro_f1"]
+        ledger.rounds.append({"round": k, "seeds": seeds})
+        save(ledger)
+        outcomes += done.outcomes
+    if decide is not None:
+        ledger.verdicts = {a: decide(race.paired_differences(ledger, a))[0] for a in approaches if a != race.BASELINE}
+    return outcomes
 
 
 def summarise(values: list[float]) -> dict[str, float]:
@@ -157,53 +232,48 @@ def _short(value: Any) -> str:
     return f"{value:.4g}" if isinstance(value, float) else str(value)
 
 
-def finish_approach(plan: Plan, space: Space, tracker: Any, search: list, confirm: list,
+def finish_approach(plan: Plan, space: Space, tracker: Any, search: list, confirm: list, config: dict[str, Any] | None,
                     single_test: dict[str, Any] | None) -> dict[str, Any] | None:
     """The approach's parent run: its final config, search figures, confirmation figures, description."""
     tracker.close_children({o.trial_id: o.status for o in search + confirm})
-    ranked = ranked_configs(search).get(space.name, [])
-    if not ranked:
+    if config is None:
         tracker.end(tracker.parent_id, "FAILED", {"trials": str(len(search))})
         return None
-    final_rank, runs = 0, []
-    if confirm:
-        by_rank: dict[int, list] = {}
-        for o in confirm:
-            if o.status == "FINISHED" and "test_macro_f1" in o.last:
-                by_rank.setdefault(o.config["config_rank"], []).append(o)
-        if by_rank:
-            final_rank = max(by_rank, key=lambda r: (np.mean([o.best_val for o in by_rank[r]]), -r))
-            runs = by_rank[final_rank]
-    config = ranked[final_rank]
-    client, run = tracker.client, tracker.parent_id
-    tracker.log_params(run, {f"best.{k}": str(v) for k, v in config.items() if v is not None and not isinstance(v, dict)})
-    best = max((o for o in search if o.config["approach"] == space.name), key=lambda o: o.best_val)
+    runs = [o for o in confirm if o.status == "FINISHED" and "test_macro_f1" in o.last]
+    tracker.log_params(tracker.parent_id, {f"best.{k}": str(v) for k, v in config.items()
+                                           if v is not None and not isinstance(v, dict)})
+    best = max(search, key=lambda o: o.best_val)
     metrics: dict[str, float] = {VAL_MACRO_F1: best.best_val, "best_epoch": best.best_epoch}
     test = None
     if runs:
-        for key in ("test_macro_f1", "test_minority_recall", "test_balanced_accuracy", "test_expected_cost"):
-            stats = summarise([o.last[key] for o in runs])
-            metrics.update({f"{key}_{k}": v for k, v in stats.items() if np.isfinite(v)})
-            test = stats if key == "test_macro_f1" else test
+        for key in ("test_macro_f1", "test_minority_recall", "test_balanced_accuracy", "test_expected_cost",
+                    "test_mec_expected_cost"):
+            if all(key in o.last for o in runs):
+                stats = summarise([o.last[key] for o in runs])
+                metrics.update({f"{key}_{k}": v for k, v in stats.items() if np.isfinite(v)})
+                test = stats if key == "test_macro_f1" else test
         metrics["val_macro_f1_confirm_mean"] = float(np.mean([o.best_val for o in runs]))
     elif single_test is not None:
         metrics.update({k: v for k, v in single_test.items() if isinstance(v, (int, float)) and not isinstance(v, bool)})
         test = {"mean": single_test["test_macro_f1"]}
-    tracker.log_metrics(run, metrics)
-    client.log_dict(run, config, "final_config.json")
-    tracker.end(run, "FINISHED", {"final_config_rank": str(final_rank), "trials": str(len(ranked)),
-                                  "confirm_runs": str(len(runs)), "searched": ",".join(space.params),
-                                  "mlflow.note.content": describe(space.name, config, space, test, len(runs))})
+    tracker.log_metrics(tracker.parent_id, metrics)
+    tracker.client.log_dict(tracker.parent_id, config, "final_config.json")
+    tracker.end(tracker.parent_id, "FINISHED", {
+        "final_config_rank": str(config.get("config_rank", 0)), "trials": str(len(search)),
+        "confirm_runs": str(len(runs)), "searched": ",".join(space.params),
+        "mlflow.note.content": describe(space.name, config, space, test, len(runs))})
     return {"approach": space.name, "config": config, "val": metrics[VAL_MACRO_F1], "test": test, "n": len(runs)}
 
 
-def test_single(plan: Plan, outcomes: list, data: Dataset, eval_costs: np.ndarray, bank: dict) -> dict[str, dict]:
-    """Without confirmation runs: each approach's best search trial's best-epoch checkpoint on the test split."""
+def test_single(outcomes: list, ranked: dict[str, list[dict[str, Any]]], data: Dataset, eval_costs: np.ndarray,
+                bank: dict) -> dict[str, dict]:
+    """Without confirmation runs: each approach's top candidate's best-epoch checkpoint on the test split (when
+    checkpoint pruning kept it)."""
     from study.trainable import build_parts, test_figures
 
     out = {}
-    for approach, configs in ranked_configs(outcomes).items():
-        best = next(o for o in outcomes if o.config is configs[0] or o.config == configs[0])
+    for approach, configs in ranked.items():
+        best = next(o for o in outcomes if o.config == configs[0])
         if best.load_best_state is None:
             continue
         state = best.load_best_state()
@@ -214,35 +284,65 @@ def test_single(plan: Plan, outcomes: list, data: Dataset, eval_costs: np.ndarra
     return out
 
 
+def _ledger_io(plan: Plan) -> tuple[race.Ledger, Any]:
+    """The race's ledger (``<storage>/<study id>/race.json``) as saved so far, and a function that saves it."""
+    from study import paths
+    from study.plan import study_file
+
+    where = study_file(plan.storage, plan.study_id, race.LEDGER)
+    if "://" not in where:
+        text = Path(where).read_text() if Path(where).is_file() else None
+        return race.Ledger.from_json(text), lambda ledger: paths.write_atomic(where, ledger.to_json().encode(), "ledger")
+    import pyarrow.fs
+
+    fs, path = pyarrow.fs.FileSystem.from_uri(where)
+    found = fs.get_file_info(path).type == pyarrow.fs.FileType.File
+
+    def save(ledger: race.Ledger) -> None:
+        with fs.open_output_stream(path) as f:  # one object put: atomic on object storage
+            f.write(ledger.to_json().encode())
+
+    with (fs.open_input_stream(path) if found else open(os.devnull, "rb")) as f:
+        return race.Ledger.from_json(f.read().decode() or None), save
+
+
 def _phases(plan: Plan, splits: dict[int, Dataset], eval_costs: np.ndarray, bank: dict, trackers: dict) -> list:
     from study import engine
     from study.trainable import CHECKPOINT_FILE, train_trial
 
     data = splits[plan.seed]
-    setup = engine.TuneSetup(train_trial, splits, eval_costs, bank, plan.resources.cpus_per_trial,
-                             plan.resources.gpus_per_trial, plan.resources.max_concurrent, plan.resources.address is None,
-                             f"{plan.storage}/{plan.study_id}", {a: t for a, t in tracker_settings(plan, data).items()},
-                             CHECKPOINT_FILE, plan.verbose)
-    spaces = {s.name: s.define_by_run(constants(plan, s)) for s in plan.spaces}
-    searched = engine.search(setup, plan.space, spaces, {}, plan.budget, plan.seed, plan.resume)
-    if searched.interrupted:
-        raise Interrupted(_exit_code())
-    confirmed = engine.PhaseResult([], False)
+    setup = engine.TuneSetup(
+        trainable=train_trial, data=splits, eval_costs=eval_costs, bank=bank, cpus=plan.resources.cpus_per_trial,
+        gpus=plan.resources.gpus_per_trial, max_concurrent=plan.resources.max_concurrent,
+        local=plan.resources.address is None, storage=f"{plan.storage}/{plan.study_id}",
+        trackers=tracker_settings(plan, data), checkpoint_file=CHECKPOINT_FILE, verbose=plan.verbose)
+    searched = engine.search(setup, plan.space, searches(plan, data, eval_costs), plan.budget, plan.seed, plan.resume)
+    ranked = candidates(plan, searched.outcomes)
+    ledger, save = _ledger_io(plan)
+    raced: list = []
     single: dict[str, dict] = {}
-    if plan.confirm.seeds > 0:
-        configs = confirm_configs(plan, ranked_configs(searched.outcomes))
-        print(f"confirmation: {len(configs)} runs ({plan.confirm.top} config(s) per approach x {plan.confirm.seeds} seeds, "
-              f"{plan.budget.epochs} epochs each, no early stopping)", flush=True)
-        confirmed = engine.confirm(setup, f"{plan.space}-confirm", configs, plan.budget.epochs, plan.resume)
-        if confirmed.interrupted:
-            raise Interrupted(_exit_code())
+    if plan.confirm.enabled:
+        configs = race_configs(plan, ranked)
+        if configs:
+            print(f"race on validation: {len(configs)} runs (up to {plan.confirm.top} candidates per approach x "
+                  f"{plan.confirm.race_seeds} seeds)", flush=True)
+            raced = engine.retrain(setup, f"{plan.space}-race", configs, plan.budget.epochs, plan.resume).outcomes
+        if not ledger.candidates:
+            ledger.candidates, ledger.chosen_by = choose(ranked, raced)
+            save(ledger)
+        rho = len(data.test) / len(data.train) if resplits(plan) else 0.0
+        confirmed = run_race(plan, setup, ledger, rho, save)
+        ledger.finished = True
+        save(ledger)
     else:
-        single = test_single(plan, searched.outcomes, data, eval_costs, bank)
+        confirmed = []
+        single = test_single(searched.outcomes, ranked, data, eval_costs, bank)
     results = []
     for s in plan.spaces:
-        mine = [o for o in searched.outcomes if o.config.get("approach") == s.name]
-        theirs = [o for o in confirmed.outcomes if o.config.get("approach") == s.name]
-        results.append(finish_approach(plan, s, trackers[s.name], mine, theirs, single.get(s.name)))
+        mine = [o for o in searched.outcomes + raced if o.config.get("approach") == s.name]
+        theirs = [o for o in confirmed if o.config.get("approach") == s.name]
+        config = ledger.candidates.get(s.name) if plan.confirm.enabled else (ranked.get(s.name) or [None])[0]
+        results.append(finish_approach(plan, s, trackers[s.name], mine, theirs, config, single.get(s.name)))
     return results
 
 
@@ -255,51 +355,77 @@ def tracker_settings(plan: Plan, data: Dataset) -> dict[str, dict[str, Any]]:
             for s in plan.spaces}
 
 
-def run_study(plan: Plan) -> int:
-    """Exit code: 0 done, 1 an approach had no finished trial, 2 bad input, 130/143 interrupted (resume later)."""
-    from study.losses import LossError
-    from study.models import ModelError
+def _prepare(plan: Plan) -> tuple[dict[int, Dataset], np.ndarray]:
+    splits = load_splits(plan)
+    check_samplers(plan, splits[plan.seed])
+    return splits, evaluation_costs(plan, splits[plan.seed])
 
+
+def run_study(plan: Plan) -> int:
+    """Exit code: 0 done, 1 an approach had no finished trial or the run failed, 2 bad input, 130/143 paused."""
+    from study.engine import SIGNALS, Interrupted
+    from study.lock import StudyLock, lock_path
+
+    SIGNALS.install()  # Ctrl-C while the data loads is a pause too
     try:
-        splits = load_splits(plan)
-        data = splits[plan.seed]
-        check_samplers(plan, data)
-        eval_costs = evaluation_costs(plan, data)
-    except (DataError, LossError, ModelError) as err:
+        splits, eval_costs = _prepare(plan)
+        bank = weight_bank(plan)
+        with StudyLock(lock_path(plan.storage, plan.study_id, plan.results_dir), plan.study_id):
+            return _guarded(plan, splits, eval_costs, bank)
+    except Interrupted as stop:
+        print(f"interrupted: study {plan.study_id} paused before it started; run the same command again",
+              file=sys.stderr)
+        return stop.code
+    except StudyError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    print(f"data: {data.summary()}; minority: {data.minority_name}", flush=True)
-    bank = weight_bank(plan)
-    from study import engine, store
 
+
+def _guarded(plan: Plan, splits: dict[int, Dataset], eval_costs: np.ndarray, bank: dict) -> int:
+    """Ray, the study's records and its phases inside the guard that closes every open run."""
+    from study import engine, store
+    from study.plan import FINISHED_FILE, PLAN_FILE, save_plan, study_file
+
+    data = splits[plan.seed]
+    print(f"data: {data.summary()}; minority: {data.minority_name}", flush=True)
     plan.results_dir.mkdir(parents=True, exist_ok=True)
     store.prepare_store(plan.tracking_uri)
-    previous = signal.signal(signal.SIGTERM, _on_sigterm)
+    save_plan(plan, study_file(plan.storage, plan.study_id, PLAN_FILE))  # before any run: --resume finds the study
     try:
         engine.init_ray(plan.resources.address)
-        try:
-            engine.check_cluster(plan.resources.gpus_per_trial, plan.resources.cpus_per_trial, plan.tracking_uri,
-                                 plan.storage)
-        except engine.ClusterError as err:
-            print(f"error: {err}", file=sys.stderr)
-            return 2
+        engine.SIGNALS.install()  # after ray.init, which sets a SIGTERM handler of its own
+        engine.check_cluster(plan.resources.gpus_per_trial, plan.resources.cpus_per_trial, plan.tracking_uri,
+                             plan.storage)
         trackers = {a: store.Tracker(**t) for a, t in tracker_settings(plan, data).items()}  # parent runs first
         for tracker in trackers.values():
+            tracker.client.set_tag(tracker.parent_id, "rope", str(plan.confirm.rope))
+            tracker.client.set_tag(tracker.parent_id, "split_rho",
+                                   str(len(data.test) / len(data.train) if resplits(plan) else 0.0))
             tracker.client.log_dict(tracker.parent_id, {"eval_costs": eval_costs.tolist(), "classes": list(data.classes)},
                                     "eval_costs.json")
+            tracker.client.log_text(tracker.parent_id, plan.to_json(), PLAN_FILE)
         results = _phases(plan, splits, eval_costs, bank, trackers)
-    except (Interrupted, KeyboardInterrupt) as stop:
-        code = stop.code if isinstance(stop, Interrupted) else _exit_code()
+        engine.SIGNALS.deferred = True  # the finish runs to its end; a signal now waits for it
+    except engine.Interrupted as stop:
         store.end_open_runs(plan.tracking_uri, plan.study_id, "KILLED")
         print(f"interrupted: study {plan.study_id} paused; finish it with the same command and --resume", file=sys.stderr)
-        return code
+        return stop.code
+    except (engine.FatalError, engine.ClusterError, StudyError) as err:
+        store.end_open_runs(plan.tracking_uri, plan.study_id, "FAILED")
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     except BaseException:
         store.end_open_runs(plan.tracking_uri, plan.study_id, "FAILED")
         raise
     finally:
         engine.shutdown_ray()
-        signal.signal(signal.SIGTERM, previous)
-    return report(plan, results)
+    code = report(plan, results)
+    save_plan(plan, study_file(plan.storage, plan.study_id, FINISHED_FILE))
+    engine.SIGNALS.deferred = False
+    if engine.SIGNALS.received is not None:
+        print(f"a signal arrived while study {plan.study_id} was finishing; it finished first", file=sys.stderr)
+        return engine.SIGNALS.code
+    return code
 
 
 def report(plan: Plan, results: list) -> int:

@@ -20,6 +20,7 @@ from ray import tune
 
 from study.costs import binary_cost_matrix, expected_cost, min_cost_decision, random_cost_matrix, rescaled_class_weights
 from study.data import Dataset
+from study.errors import StudyError, one_line
 from study.loop import EpochResult, evaluate, pick_device, prepare_model, train_one_epoch
 from study.losses import build_loss, start_epoch
 from study.models import build_model
@@ -99,10 +100,14 @@ def epoch_metrics(train: dict, val: dict) -> dict[str, Any]:
 
 
 def test_figures(p: Parts, data: Dataset, eval_costs: np.ndarray) -> dict[str, Any]:
-    """The held-out test split, scored like validation, with the predictions for paired tests."""
-    result = decide(evaluate(p.model, data.test.images, data.test.labels, p.loss, batch_size=EVAL_BATCH, device=p.device),
-                    p.decide)
+    """The held-out test split, scored like validation, with the predictions for paired tests; and, for every
+    approach, the same probabilities decided at minimum expected cost under the study's evaluation matrix
+    (``test_mec_*``), so that expected cost compares models under one decision rule."""
+    raw = evaluate(p.model, data.test.images, data.test.labels, p.loss, batch_size=EVAL_BATCH, device=p.device)
+    result = decide(raw, p.decide)
     figures = {f"test_{k}": v for k, v in scored(result, data, eval_costs).items()}
+    mec = scored(decide(raw, eval_costs), data, eval_costs)
+    figures.update({f"test_mec_{k}": mec[k] for k in ("macro_f1", "expected_cost", "minority_recall")})
     figures["test_y_true"], figures["test_y_pred"] = result.y_true.tolist(), result.y_pred.tolist()
     return figures
 
@@ -117,7 +122,11 @@ def train_trial(config: dict[str, Any], data: dict[int, Dataset], eval_costs: np
     """
     torch.set_num_threads(max(1, int(config.get("cpus", 1))))
     ds = data[config["split_seed"]]
-    p = build_parts(config, ds, weights)
+    try:
+        p = build_parts(config, ds, weights)
+    except StudyError as err:  # a user error fails the same way on every retry: tell the driver, once
+        tune.report({"fatal_error": one_line(err), VAL_MACRO_F1: 0.0})
+        return
     confirm = config.get("phase") == "confirm"
     generator, start, best = torch.Generator().manual_seed(config["trial_seed"]), 0, {VAL_MACRO_F1: float("-inf")}
     if (checkpoint := tune.get_checkpoint()) is not None:

@@ -40,7 +40,7 @@ class Recording(Searcher):
 
 def test_each_approach_gets_its_budget_in_turn_then_the_search_finishes(tmp_path) -> None:
     a, b = Recording("a"), Recording("b")
-    search = PerApproachSearch({"a": a, "b": b}, num_samples=2, metric="val_macro_f1", mode="max")
+    search = PerApproachSearch({"a": a, "b": b}, {"a": 2, "b": 2}, metric="val_macro_f1", mode="max")
     configs = [search.suggest(f"t{i}") for i in range(4)]
     assert [c["approach"] for c in configs] == ["a", "b", "a", "b"]
     assert search.suggest("t4") == Searcher.FINISHED
@@ -49,7 +49,7 @@ def test_each_approach_gets_its_budget_in_turn_then_the_search_finishes(tmp_path
     search.on_trial_complete("t2", error=True)
     assert b.results == ["t1"] and b.completed == [("t1", False)] and a.completed == [("t2", True)]
     search.save_to_dir(str(tmp_path))  # Tuner.restore: counts, owners and each searcher's own state come back
-    again = PerApproachSearch({"a": Recording("a"), "b": Recording("b")}, num_samples=2, metric="val_macro_f1", mode="max")
+    again = PerApproachSearch({"a": Recording("a"), "b": Recording("b")}, {"a": 2, "b": 2}, metric="val_macro_f1", mode="max")
     again.restore_from_dir(str(tmp_path))
     assert again.suggest("t5") == Searcher.FINISHED and again.owner["t3"] == "b"
     assert again.searchers["a"].completed == [("t2", True)]
@@ -60,7 +60,7 @@ def test_a_searcher_that_has_nothing_yet_takes_no_budget() -> None:
         def suggest(self, trial_id: str):
             return None
 
-    search = PerApproachSearch({"a": Waiting("a")}, num_samples=1, metric="val_macro_f1", mode="max")
+    search = PerApproachSearch({"a": Waiting("a")}, {"a": 1}, metric="val_macro_f1", mode="max")
     assert search.suggest("t0") is None and search.suggested["a"] == 0
 
 
@@ -97,13 +97,13 @@ def test_a_trial_the_restored_searcher_never_proposed_is_skipped_with_a_warning(
     def optuna() -> OptunaSearch:
         return OptunaSearch(lr_space, metric="val_macro_f1", mode="max", sampler=TPESampler(seed=0))
 
-    before = PerApproachSearch({"a": optuna()}, num_samples=3, metric="val_macro_f1", mode="max")
+    before = PerApproachSearch({"a": optuna()}, {"a": 3}, metric="val_macro_f1", mode="max")
     before.suggest("t0")
     before.searchers["a"].save(str(tmp_path / "older.pkl"))  # the searcher's file, uploaded before t1 existed
     before.suggest("t1")
     before.save_to_dir(str(tmp_path))
     (tmp_path / "older.pkl").replace(tmp_path / "per-approach-a.pkl")
-    after = PerApproachSearch({"a": optuna()}, num_samples=3, metric="val_macro_f1", mode="max")
+    after = PerApproachSearch({"a": optuna()}, {"a": 3}, metric="val_macro_f1", mode="max")
     after.restore_from_dir(str(tmp_path))
     assert after.owner == {"t0": "a", "t1": "a"}
     result = lambda f1: {"val_macro_f1": f1, "training_iteration": 1}  # noqa: E731
@@ -311,7 +311,9 @@ def setup_for(tmp_path: Path, approaches: list[str]):
     trackers = {a: {"uri": f"sqlite:///{tmp_path}/m.db", "experiment": "toy", "study_id": "toy-1", "approach": a,
                     "artifact_root": tmp_path / "art", "classes": ["cat", "dog"], "minority": "cat", "data": "toy"}
                 for a in approaches}
-    return TuneSetup(toy_trainable, {0: None}, None, {}, 1, 0, 2, True, str(tmp_path / "ray"), trackers, "state.pt", False)
+    return TuneSetup(trainable=toy_trainable, data={0: None}, eval_costs=None, bank={}, cpus=1, gpus=0, max_concurrent=2,
+                     local=True, storage=str(tmp_path / "ray"), trackers=trackers, checkpoint_file="state.pt",
+                     verbose=False)
 
 
 @pytest.mark.engine
@@ -323,14 +325,19 @@ def test_a_real_search_runs_each_approach_with_its_own_seeds_and_prunes_losers(t
     from study.spaces import Space
     from study.store import Tracker
 
-    spaces = {a: Space(a, "", {}, {}, {"lr": {"type": "float", "low": 1e-3, "high": 5e-3}}).define_by_run(
-        {"approach": a, "epochs": 3, "phase": "search"}) for a in ("a", "b")}
+    space = Space("a", "", {}, {}, {"lr": {"type": "float", "low": 1e-3, "high": 5e-3}})
+    points = {"a": [{"lr": 2e-3}, {"lr": 1e-3}], "b": []}  # a's points are its first two trials, in order
+    spaces = {a: engine.Search(space.define_by_run({"approach": a, "epochs": 3, "phase": "search"}), points[a], 3)
+              for a in ("a", "b")}
     setup = setup_for(tmp_path, ["a", "b"])
     for settings in setup.trackers.values():
         Tracker(**settings)  # the parent runs exist before the Tuner, as in a study
     budget = Budget(epochs=3, num_samples=3, batch_size=8, image_size=16, grace_period=1, reduction_factor=2)
-    result = engine.search(setup, "toy", spaces, {}, budget, seed=7, resume=False)
-    assert not result.interrupted and len(result.outcomes) == 6
+    result = engine.search(setup, "toy", spaces, budget, seed=7, resume=False)
+    assert len(result.outcomes) == 6
+    by_seed = {o.config["trial_seed"]: o.config["lr"] for o in result.outcomes}
+    assert [by_seed[engine.trial_seed(7, "a", turn)] for turn in (0, 1)] == [2e-3, 1e-3]  # a's first two turns
+    assert all(set(o.history) == set(range(1, o.last["training_iteration"] + 1)) for o in result.outcomes)
     assert {o.config["approach"] for o in result.outcomes} == {"a", "b"}
     seeds = [o.config["trial_seed"] for o in result.outcomes]
     assert len(set(seeds)) == 6 and all(o.last["seed_seen"] == o.config["trial_seed"] for o in result.outcomes)
@@ -356,8 +363,8 @@ def test_a_real_confirmation_runs_every_config_to_the_end(tmp_path, local_ray) -
     Tracker(**setup.trackers["a"])
     configs = [{"approach": "a", "lr": 1e-4, "epochs": 4, "trial_seed": s, "phase": "confirm", "confirm_seed": s,
                 "config_rank": 0} for s in range(3)]
-    result = engine.confirm(setup, "toy-confirm", configs, epochs=4, resume=False)
-    assert not result.interrupted and len(result.outcomes) == 3
+    result = engine.retrain(setup, "toy-confirm", configs, epochs=4, resume=False)
+    assert len(result.outcomes) == 3
     assert sorted(o.config["confirm_seed"] for o in result.outcomes) == [0, 1, 2]
     assert all(o.last["training_iteration"] == 4 for o in result.outcomes)  # no early stopping
     assert not list((tmp_path / "ray").glob("toy-confirm/*/checkpoint_*"))  # every ended confirm run is pruned
