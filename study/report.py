@@ -1,13 +1,19 @@
-"""results/<space>/summary.{md,csv} and comparison.png, rebuilt from MLflow (the one source of truth).
+"""results/<space>/summary.{md,csv} and its figures, rebuilt from MLflow (the one source of truth).
 
-    python -m study.report --space all [--study-id ID] [--tracking-uri URI] [--results-dir DIR]
+    python -m study.report --space all [--study-id ID] [--tracking-uri URI] [--results-dir DIR] [--rope R]
 
-The verdict comes from the confirmation runs: each approach's final configuration retrained
-from scratch over N trial seeds, each scored on the test split at its own validation-selected
-epoch. Per approach: the mean over seeds with a 95 % Student-t interval; against ``baseline``:
-paired tests over the seeds they share (t-test and Wilcoxon; the t-test p Holm-adjusted over
-the approaches compared) and a paired bootstrap of the macro-F1 difference on their pooled
-test predictions. Without confirmation runs the figures are single runs and nothing is ranked.
+The verdict comes from the confirmation runs (children tagged ``phase=confirm``): each approach's final
+configuration retrained over paired seeds (``confirm_seed``; ``baseline`` runs the same seeds), each
+scored on the test split at its own validation-selected epoch. Per approach: the mean over seeds with a
+95 % interval that stays in the metric's range (``study.stats.bounded_interval``). Against ``baseline``,
+over the seeds both have: the verdict (better / worse / practically equivalent / undecided at this
+budget) from the closed-form posterior of the mean paired difference with a region of practical
+equivalence (``--rope``, else the parents' ``rope`` tag, else 0.02) and the resplit correction (the
+parents' ``split_rho`` tag, else 0); the minimum detectable difference at those seeds; the test split's
+sampling error; and, for reference only, the Holm-adjusted paired t-test and Wilcoxon. Writes
+``comparison.png`` (forest plot), ``curves.png`` (learning curves) and ``front.png`` (the F1-cost front),
+and sets each parent run's ``verdict`` tag, description and name. Without confirmation runs the figures
+are single runs and nothing is ranked.
 """
 
 from __future__ import annotations
@@ -23,28 +29,34 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from study import importance, store
+from study.errors import Parser, StudyError, cli
 from study.names import TEST_MACRO_F1, VAL_MACRO_F1
-from study.stats import holm, paired_bootstrap, paired_tests, t_interval
+from study.stats import (BETTER, EQUIVALENT, UNDECIDED, WORSE, bounded_interval, holm, min_detectable_difference,
+                         paired_tests, test_sampling_error, verdict)
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
 BASELINE = "baseline"  # the approach every other one is compared with
-ALPHA = 0.05  # significance level, after Holm
-SUMMARY_METRICS = (TEST_MACRO_F1, "test_minority_recall", "test_balanced_accuracy", "test_expected_cost")
+ALPHA = 0.05  # significance level of the reference tests, after Holm
+DEFAULT_ROPE, DEFAULT_RHO = 0.02, 0.0
+COST, MEC_COST = "test_expected_cost", "test_mec_expected_cost"  # argmax decisions; minimum-expected-cost ones
+SUMMARY_METRICS = (TEST_MACRO_F1, "test_minority_recall", "test_balanced_accuracy", COST, MEC_COST)
+UNBOUNDED_ABOVE = (COST, MEC_COST)  # >= 0; the rest lie in [0, 1]
 PREDICTIONS = "test_predictions.json"  # on each confirm run: {"y_true": [...], "y_pred": [...]}
 CURVES = (("loss", "train_loss", "val_loss"), ("macro-F1", "train_macro_f1", VAL_MACRO_F1))
+COLOURS = {BETTER: "tab:green", WORSE: "tab:red", EQUIVALENT: "tab:blue", UNDECIDED: "tab:grey"}
 COLUMNS = ("approach", "n_seeds", "config_rank",
            "test_macro_f1_mean", "test_macro_f1_sd", "test_macro_f1_ci_low", "test_macro_f1_ci_high",
            *(f"{m}_{s}" for m in SUMMARY_METRICS[1:] for s in ("mean", "ci_low", "ci_high")),
-           "delta_vs_baseline", "p_ttest", "p_wilcoxon", "p_holm",
-           "bootstrap_delta", "bootstrap_delta_low", "bootstrap_delta_high",
-           "search_val_macro_f1", "best_epoch", "searched", "config")
+           "verdict", "p_better", "p_equivalent", "p_worse", "delta_vs_baseline", "delta_low", "delta_high",
+           "paired_seeds", "rope", "split_rho", "min_detectable_difference", "test_sampling_error",
+           "p_ttest", "p_wilcoxon", "p_holm", "search_val_macro_f1", "best_epoch", "searched", "config")
 NAN = float("nan")
 
 
-class ReportError(ValueError):
-    """The report cannot be written from what the store holds: a one-line message."""
+class ReportError(StudyError):
+    """The report cannot be written from what the store holds (or was asked): a one-line message."""
 
 
 @dataclass(frozen=True)
@@ -107,28 +119,16 @@ def gather(uri: str, experiment: str, parent: store.Run) -> Approach:
     return Approach(parent, importance.search_trials(uri, experiment, parent.study_id, parent.approach), confirm, rank)
 
 
-def _predictions(uri: str, runs: list[store.Run]) -> dict[int, dict[str, list]]:
-    out = {}
+def _noise_floor(uri: str, runs: list[store.Run]) -> float:
+    """The test split's own sampling error of macro-F1, averaged (in variance) over the seeds with predictions."""
+    variances = []
     for r in runs:
         try:
-            out[int(r.tags["confirm_seed"])] = store.json_artifact(uri, r.run_id, PREDICTIONS)
+            pred = store.json_artifact(uri, r.run_id, PREDICTIONS)
         except store.StoreError:
-            continue  # no predictions on this seed: the bootstrap uses the seeds that have them
-    return out
-
-
-def _bootstrap(uri: str, a: Approach, base: Approach, seeds: list[int]) -> tuple[float, float, float]:
-    """Paired bootstrap of the macro-F1 difference on the test predictions pooled over shared seeds."""
-    pa, pb = _predictions(uri, a.confirm), _predictions(uri, base.confirm)
-    y_true, pred_a, pred_b = [], [], []
-    for s in seeds:
-        if s in pa and s in pb and pa[s]["y_true"] == pb[s]["y_true"]:  # same test split under this seed
-            y_true += pa[s]["y_true"]
-            pred_a += pa[s]["y_pred"]
-            pred_b += pb[s]["y_pred"]
-    if len(y_true) < 2:
-        return NAN, NAN, NAN
-    return paired_bootstrap(y_true, pred_a, pred_b)
+            continue  # no predictions on this seed: the others give the figure
+        variances.append(test_sampling_error(pred["y_true"], pred["y_pred"]) ** 2)
+    return math.sqrt(sum(variances) / len(variances)) if variances else NAN
 
 
 def _short(value: str) -> str:
@@ -138,41 +138,86 @@ def _short(value: str) -> str:
         return value
 
 
-def rows(uri: str, approaches: list[Approach]) -> list[dict[str, Any]]:
-    """One row per approach, columns :data:`COLUMNS`; NaN where a figure does not exist."""
+def _setting(parent: store.Run, tag: str, default: float) -> float:
+    try:
+        return float(parent.tags.get(tag, default))
+    except ValueError:
+        raise ReportError(f"parent run {parent.run_id} has a malformed {tag!r} tag: {parent.tags[tag]!r}") from None
+
+
+def _comparison(a: Approach, base: Approach, rope: float, rho: float, comparisons: int) -> dict[str, Any]:
+    """The verdict columns of ``a`` against ``base`` over the seeds both have."""
+    sa, sb = a.scores(TEST_MACRO_F1), base.scores(TEST_MACRO_F1)
+    seeds = sorted(set(sa) & set(sb))
+    diffs = [sa[s] - sb[s] for s in seeds]
+    v = verdict(diffs, rope, rho=rho)
+    sd = float(sum((d - v.mean) ** 2 for d in diffs) / (len(diffs) - 1)) ** 0.5 if len(diffs) > 1 else NAN
+    p_t, p_w = paired_tests([sa[s] for s in seeds], [sb[s] for s in seeds])
+    return {"verdict": v.verdict, "p_better": v.p_better, "p_equivalent": v.p_equivalent, "p_worse": v.p_worse,
+            "delta_vs_baseline": v.mean, "delta_low": v.low, "delta_high": v.high,
+            "paired_seeds": " ".join(map(str, seeds)), "p_ttest": p_t, "p_wilcoxon": p_w,
+            "min_detectable_difference": min_detectable_difference(sd, len(seeds), ALPHA, comparisons=comparisons)}
+
+
+def _row(uri: str, a: Approach) -> dict[str, Any]:
+    """An approach's own columns: its final config and each metric's mean over seeds with its interval."""
+    p = a.parent
+    config = {k[len("best."):]: v for k, v in sorted(p.params.items()) if k.startswith("best.")}
+    searched = importance.searched_keys(a.trials, p.tags.get(importance.SEARCHED_TAG))
+    row: dict[str, Any] = {c: NAN for c in COLUMNS} | {
+        "approach": a.name, "n_seeds": len(a.confirm), "config_rank": a.rank, "verdict": "", "paired_seeds": "",
+        "search_val_macro_f1": p.metrics.get(VAL_MACRO_F1, NAN), "best_epoch": p.metrics.get("best_epoch", NAN),
+        "searched": ",".join(k for k in searched if k in config), "config": json.dumps(config),
+        "test_sampling_error": _noise_floor(uri, a.confirm)}
+    for m in SUMMARY_METRICS:
+        values = list(a.scores(m).values())
+        if values:
+            mean, sd, low, high = bounded_interval(values, upper=None if m in UNBOUNDED_ABOVE else 1.0)
+        else:  # no confirmation runs: the parent's own test figure (a single run), if it logged one
+            mean, sd, low, high = (NAN if a.confirm else p.metrics.get(m, NAN)), NAN, NAN, NAN
+        row.update({f"{m}_mean": mean, f"{m}_ci_low": low, f"{m}_ci_high": high})
+        if m == TEST_MACRO_F1:
+            row[f"{m}_sd"] = sd
+    return row
+
+
+def rows(uri: str, approaches: list[Approach], rope: float | None = None) -> list[dict[str, Any]]:
+    """One row per approach, columns :data:`COLUMNS`; NaN (or "") where a figure does not exist. ``rope``
+    overrides the parents' ``rope`` tags; the Holm family is the approaches compared with ``baseline``."""
     base = next((a for a in approaches if a.name == BASELINE), None)
+    compared = [a for a in approaches if base is not None and a is not base and a.confirm and base.confirm]
     out = []
     for a in approaches:
-        p = a.parent
-        config = {k[len("best."):]: v for k, v in sorted(p.params.items()) if k.startswith("best.")}
-        searched = importance.searched_keys(a.trials, p.tags.get(importance.SEARCHED_TAG))
-        row: dict[str, Any] = {"approach": a.name, "n_seeds": len(a.confirm), "config_rank": a.rank,
-                               "search_val_macro_f1": p.metrics.get(VAL_MACRO_F1, NAN),
-                               "best_epoch": p.metrics.get("best_epoch", NAN),
-                               "searched": ",".join(k for k in searched if k in config), "config": json.dumps(config)}
-        for m in SUMMARY_METRICS:
-            values = list(a.scores(m).values())
-            if values:
-                mean, sd, low, high = t_interval(values)
-            else:  # no confirmation runs: the parent's own test figure (a single run), if it logged one
-                mean, sd, low, high = (NAN if a.confirm else p.metrics.get(m, NAN)), NAN, NAN, NAN
-            row.update({f"{m}_mean": mean, f"{m}_ci_low": low, f"{m}_ci_high": high})
-            if m == TEST_MACRO_F1:
-                row[f"{m}_sd"] = sd
-        row.update(delta_vs_baseline=NAN, p_ttest=NAN, p_wilcoxon=NAN, p_holm=NAN,
-                   bootstrap_delta=NAN, bootstrap_delta_low=NAN, bootstrap_delta_high=NAN)
-        if base is not None and a is not base:
-            sa, sb = a.scores(TEST_MACRO_F1), base.scores(TEST_MACRO_F1)
-            seeds = sorted(set(sa) & set(sb))
-            if seeds:
-                row["delta_vs_baseline"] = sum(sa[s] - sb[s] for s in seeds) / len(seeds)
-                row["p_ttest"], row["p_wilcoxon"] = paired_tests([sa[s] for s in seeds], [sb[s] for s in seeds])
-                row["bootstrap_delta"], row["bootstrap_delta_low"], row["bootstrap_delta_high"] = _bootstrap(uri, a, base, seeds)
-            elif not a.confirm and not base.confirm:
-                row["delta_vs_baseline"] = row[f"{TEST_MACRO_F1}_mean"] - base.parent.metrics.get(TEST_MACRO_F1, NAN)
+        row = _row(uri, a)
+        row["rope"] = _setting(a.parent, "rope", DEFAULT_ROPE) if rope is None else rope
+        row["split_rho"] = _setting(a.parent, "split_rho", DEFAULT_RHO)
+        if a in compared:
+            row.update(_comparison(a, base, row["rope"], row["split_rho"], len(compared)))
+        elif base is not None and a is not base and not a.confirm and not base.confirm:
+            row["delta_vs_baseline"] = row[f"{TEST_MACRO_F1}_mean"] - base.parent.metrics.get(TEST_MACRO_F1, NAN)
         out.append({c: row[c] for c in COLUMNS})
     for r, adjusted in zip(out, holm([r["p_ttest"] for r in out])):
         r["p_holm"] = adjusted
+    return out
+
+
+def pareto_front(points: dict[str, tuple[float, float]]) -> list[str]:
+    """The names whose ``(macro-F1, cost)`` no other point dominates (F1 at least as high and cost at least
+    as low, one of them strictly), by cost; points with a NaN are left out."""
+    ok = {k: v for k, v in points.items() if not any(math.isnan(x) for x in v)}
+    front = [k for k, (f, c) in ok.items()
+             if not any(f2 >= f and c2 <= c and (f2 > f or c2 < c) for f2, c2 in ok.values())]
+    return sorted(front, key=lambda k: (ok[k][1], -ok[k][0]))
+
+
+def fronts(table: list[dict[str, Any]]) -> dict[str, list[str]]:
+    """The F1-cost front per decision rule whose cost the study logged: argmax, minimum expected cost."""
+    out = {}
+    for label, key in (("argmax decisions", COST), ("minimum-expected-cost decisions", MEC_COST)):
+        points = {r["approach"]: (r[f"{TEST_MACRO_F1}_mean"], r[f"{key}_mean"]) for r in table}
+        front = pareto_front(points)
+        if front:
+            out[label] = front
     return out
 
 
@@ -193,10 +238,6 @@ def _ci(row: dict[str, Any], m: str) -> str:
     return "–" if _nan(low) else f"[{low:.3f}, {high:.3f}]"
 
 
-def significant(row: dict[str, Any]) -> bool:
-    return not _nan(row["p_holm"]) and row["p_holm"] < ALPHA
-
-
 def config_text(row: dict[str, Any]) -> str:
     """The searched keys of the final config (all of it when nothing is known to be searched)."""
     config = json.loads(row["config"])
@@ -204,19 +245,33 @@ def config_text(row: dict[str, Any]) -> str:
     return ", ".join(f"{k}={_short(config[k])}" for k in keys if k in config) or "–"
 
 
+def _delta(row: dict[str, Any]) -> str:
+    if _nan(row["delta_low"]):
+        return "–" if _nan(row["delta_vs_baseline"]) else f"{row['delta_vs_baseline']:+.3f}"
+    return f"{row['delta_vs_baseline']:+.3f} [{row['delta_low']:+.3f}, {row['delta_high']:+.3f}]"
+
+
+def _seeds(row: dict[str, Any]) -> int:
+    return len(row["paired_seeds"].split())
+
+
 def describe(row: dict[str, Any]) -> str:
-    """A parent run's description (markdown, for ``mlflow.note.content``): final config and test macro-F1."""
+    """A parent run's description (markdown): its verdict, final config and test macro-F1."""
     m, n = row[f"{TEST_MACRO_F1}_mean"], row["n_seeds"]
     if _nan(row[f"{TEST_MACRO_F1}_ci_low"]):
         score = f"test macro-F1 {_num(m)} ({'one seed' if n == 1 else 'a single run, no confirmation seeds'})"
     else:
-        half = (row[f"{TEST_MACRO_F1}_ci_high"] - row[f"{TEST_MACRO_F1}_ci_low"]) / 2
-        score = f"test macro-F1 {m:.3f} ± {half:.3f} (95 % CI over {n} seeds)"
-    return f"**{row['approach']}** final config: {config_text(row)}\n\n{score}"
+        score = f"test macro-F1 {m:.3f}, 95 % interval {_ci(row, TEST_MACRO_F1)} over {n} seeds"
+    text = f"**{row['approach']}** final config: {config_text(row)}\n\n{score}"
+    if row["verdict"]:
+        text += (f"\n\n**Verdict against {BASELINE}: {row['verdict']}** (ROPE ±{row['rope']:g} macro-F1, "
+                 f"{_seeds(row)} paired seeds): Δ {_delta(row)}, P(better) {_num(row['p_better'])}, "
+                 f"P(equivalent) {_num(row['p_equivalent'])}, P(worse) {_num(row['p_worse'])}")
+    return text
 
 
-def verdict(table: list[dict[str, Any]]) -> list[str]:
-    """Plain words that claim only what the intervals and the Holm-adjusted tests support."""
+def claims(table: list[dict[str, Any]]) -> list[str]:
+    """Plain words that claim only what the verdicts support."""
     confirmed = [r for r in table if r["n_seeds"] >= 2]
     if not confirmed:
         return ["No confirmation runs: every figure above is a single run, with no interval. Seeds alone move "
@@ -226,35 +281,21 @@ def verdict(table: list[dict[str, Any]]) -> list[str]:
     single = [r["approach"] for r in table if r["n_seeds"] < 2]
     if single:
         lines.append(f"- Fewer than 2 confirmation seeds, so no interval and no claim: {', '.join(single)}.")
-    base = next((r for r in table if r["approach"] == BASELINE), None)
-    if base is None:
-        lines.append(f"- No `{BASELINE}` approach in this study: no paired comparison.")
-    for r in confirmed:
-        if base is None or r is base or _nan(r["p_ttest"]):
-            if base is not None and r is not base:
-                lines.append(f"- {r['approach']}: no paired test with {BASELINE} (fewer than 2 shared seeds, "
-                             "or identical scores).")
+    if not any(r["approach"] == BASELINE for r in table):
+        lines.append(f"- This space has no `{BASELINE}` approach, so it gives **no verdict against the baseline**. "
+                     "Each approach's tuned configuration, with its 95 % interval over seeds:")
+        lines += [f"  - {r['approach']}: test macro-F1 {_num(r[f'{TEST_MACRO_F1}_mean'])} {_ci(r, TEST_MACRO_F1)} over "
+                  f"{r['n_seeds']} seeds ({config_text(r)})" for r in confirmed]
+        return lines
+    for r in table:
+        if not r["verdict"]:
             continue
-        d, boot = r["delta_vs_baseline"], ""
-        if not _nan(r["bootstrap_delta_low"]):
-            boot = f"; pooled bootstrap interval [{r['bootstrap_delta_low']:+.3f}, {r['bootstrap_delta_high']:+.3f}]"
-        if significant(r):
-            word = "better" if d > 0 else "worse"
-            lines.append(f"- **{r['approach']} is {word} than {BASELINE}**: {d:+.3f} test macro-F1 "
-                         f"(Holm-adjusted p {_p(r['p_holm'])}{boot}).")
-        else:
-            lines.append(f"- {r['approach']} is not separated from {BASELINE}: {d:+.3f} test macro-F1, "
-                         f"Holm-adjusted p {_p(r['p_holm'])}{boot}.")
-    key = f"{TEST_MACRO_F1}_mean"
-    top = max(confirmed, key=lambda r: r[key])
-    overlap = [r["approach"] for r in confirmed if r is not top and r[f"{TEST_MACRO_F1}_ci_high"] >= top[f"{TEST_MACRO_F1}_ci_low"]]
-    if len(confirmed) > 1:
-        if overlap:
-            lines.append(f"- Highest mean test macro-F1: {top['approach']} ({top[key]:.3f}); its 95 % interval overlaps "
-                         f"those of {', '.join(overlap)}, so this study does not order them.")
-        else:
-            lines.append(f"- Highest mean test macro-F1: {top['approach']} ({top[key]:.3f}); its 95 % interval lies "
-                         "above every other approach's.")
+        words = {BETTER: f"is **better** than {BASELINE}", WORSE: f"is **worse** than {BASELINE}",
+                 EQUIVALENT: f"is **practically equivalent** to {BASELINE} (within ±{r['rope']:g})",
+                 UNDECIDED: f"is **undecided at this budget** against {BASELINE}"}[r["verdict"]]
+        lines.append(f"- {r['approach']} {words}: Δ {_delta(r)} test macro-F1 over {_seeds(r)} paired seeds; "
+                     f"P(better) {_num(r['p_better'])}, P(equivalent) {_num(r['p_equivalent'])}, "
+                     f"P(worse) {_num(r['p_worse'])}.")
     return lines
 
 
@@ -284,35 +325,80 @@ def paper_section(table: list[dict[str, Any]]) -> list[str]:
     return lines + [""]
 
 
+def _metrics_table(table: list[dict[str, Any]], minority: str) -> list[str]:
+    cols = ["approach", "seeds", "test macro-F1", "95 % interval", f"{minority} recall", "balanced acc.",
+            "expected cost (argmax)", "expected cost (min. expected cost)", "test sampling error", "search val macro-F1",
+            "final config"]
+    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    for r in table:
+        cells = [r["approach"], str(r["n_seeds"]), _num(r[f"{TEST_MACRO_F1}_mean"]), _ci(r, TEST_MACRO_F1),
+                 f"{_num(r['test_minority_recall_mean'])} {_ci(r, 'test_minority_recall')}",
+                 _num(r["test_balanced_accuracy_mean"]), f"{_num(r[f'{COST}_mean'])} {_ci(r, COST)}",
+                 f"{_num(r[f'{MEC_COST}_mean'])} {_ci(r, MEC_COST)}", _num(r["test_sampling_error"]),
+                 _num(r["search_val_macro_f1"]), config_text(r)]
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines
+
+
+def _verdict_table(table: list[dict[str, Any]]) -> list[str]:
+    compared = [r for r in table if r["verdict"]]
+    if not compared:
+        return []
+    rope = ", ".join(sorted({f"±{r['rope']:g}" for r in compared}))
+    rho = ", ".join(sorted({f"{r['split_rho']:g}" for r in compared}))
+    cols = ["approach", "verdict", "P(better)", "P(equivalent)", "P(worse)", "Δ macro-F1 [95 % posterior]",
+            "paired seeds", "min. detectable Δ", "noise floor", "p t-test", "p Wilcoxon", "p Holm"]
+    lines = ["## Verdicts against `baseline`", "",
+             f"Posterior of the mean paired difference (approach − {BASELINE}, over the seeds both ran): Student-t with "
+             f"n−1 df, scale sd·√(1/n + ρ/(1−ρ)) (ρ = n_test/n_train = {rho}: Nadeau & Bengio's correction for "
+             f"overlapping resplits, 0 for one fixed split). Region of practical equivalence {rope} macro-F1; a "
+             "verdict needs posterior probability ≥ 0.95, else it is undecided at this budget. Minimum detectable "
+             f"Δ: the true difference a paired t-test at {ALPHA} / (comparisons) detects with 80 % power at those seeds "
+             "and the observed paired SD. Noise floor: the standard error of macro-F1 from the test split's finite "
+             "size alone (bootstrap over its images). The paired t-test, Wilcoxon and Holm's adjustment are for "
+             "reference only: nominal only under a fixed seed count, which a race does not have.", "",
+             "| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    for r in compared:
+        cells = [r["approach"], r["verdict"], _num(r["p_better"]), _num(r["p_equivalent"]), _num(r["p_worse"]),
+                 _delta(r), f"{_seeds(r)} ({r['paired_seeds'] or '–'})", _num(r["min_detectable_difference"]),
+                 _num(r["test_sampling_error"]), _p(r["p_ttest"]), _p(r["p_wilcoxon"]), _p(r["p_holm"])]
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines + [""]
+
+
+def _front_section(table: list[dict[str, Any]]) -> list[str]:
+    found = fronts(table)
+    if not found:
+        return []
+    lines = ["## The F1-cost front", "", "Approaches no other beats on both mean test macro-F1 (higher) and mean "
+             "expected cost (lower), by decision rule; intervals in the table above and in front.png.", ""]
+    for label, names in found.items():
+        key = COST if label.startswith("argmax") else MEC_COST
+        by = {r["approach"]: r for r in table}
+        points = ", ".join(f"{n} (F1 {by[n][f'{TEST_MACRO_F1}_mean']:.3f}, cost {by[n][f'{key}_mean']:.3f})" for n in names)
+        lines.append(f"- {label}: {points}")
+    return lines + ["", "![F1-cost front](front.png)", ""]
+
+
 def write_markdown(table: list[dict[str, Any]], results: list[importance.Importance], path: Path, experiment: str,
                    study_id: str, parent: store.Run, unfinished: list[store.Run]) -> None:
     minority = parent.tags.get("minority", "minority")
     confirmed = any(r["n_seeds"] for r in table)
-    intro = (f"Each approach's final configuration (its `config_rank` among the search's top configurations) retrained "
-             f"from scratch for the full epoch budget, no early stopping, over several trial seeds; each seed is scored "
-             f"on the test split at its own validation-selected epoch. Mean over seeds with its 95 % Student-t "
-             f"interval. Δ: mean paired difference to `{BASELINE}` over shared seeds; p: paired t-test and Wilcoxon "
-             f"signed-rank over those seeds; Holm: the t-test p adjusted over the comparisons with `{BASELINE}`; "
-             f"bootstrap: 95 % paired bootstrap interval of the macro-F1 difference on the pooled test predictions. "
-             f"`*`: Holm-adjusted p < {ALPHA}." if confirmed else
+    intro = ("Each approach's final configuration retrained from scratch over paired trial seeds, each scored on the "
+             "test split at its own validation-selected epoch. Mean over seeds with a 95 % interval that stays in the "
+             "metric's range (a Student-t interval on the logit scale; log scale for expected cost). Expected cost: "
+             "argmax decisions, and minimum-expected-cost decisions from each model's own probabilities where logged "
+             "(the one rule that compares models)." if confirmed else
              "No confirmation runs: each figure is a single run (the search's best trial), no interval, no test.")
-    cols = ["approach", "seeds", "test macro-F1", "95 % CI", f"{minority} recall", "balanced acc.", "expected cost",
-            "Δ vs baseline", "p t-test", "p Wilcoxon", "p Holm", "bootstrap Δ 95 %", "search val macro-F1", "final config"]
     lines = [f"# {experiment}: study {study_id}", "", f"Data: {parent.tags.get('data', '?')}; classes "
              f"{', '.join(json.loads(parent.tags.get('classes', '[]')))}; minority {minority}.", "", intro, "",
-             "| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
-    for r in table:
-        boot = "–" if _nan(r["bootstrap_delta_low"]) else f"[{r['bootstrap_delta_low']:+.3f}, {r['bootstrap_delta_high']:+.3f}]"
-        cells = [r["approach"], str(r["n_seeds"]), _num(r[f"{TEST_MACRO_F1}_mean"]), _ci(r, TEST_MACRO_F1),
-                 _num(r["test_minority_recall_mean"]), _num(r["test_balanced_accuracy_mean"]),
-                 _num(r["test_expected_cost_mean"]),
-                 "–" if _nan(r["delta_vs_baseline"]) else f"{r['delta_vs_baseline']:+.3f}" + ("*" if significant(r) else ""),
-                 _p(r["p_ttest"]), _p(r["p_wilcoxon"]), _p(r["p_holm"]), boot, _num(r["search_val_macro_f1"]),
-                 config_text(r)]
-        lines.append("| " + " | ".join(cells) + " |")
+             *_metrics_table(table, minority), ""]
     if unfinished:
-        lines += ["", "Not finished, left out: " + ", ".join(f"{r.approach} ({r.status})" for r in unfinished) + "."]
-    lines += ["", "## What the numbers support", "", *verdict(table), "", "![comparison](comparison.png)", ""]
+        lines += ["Not finished, left out: " + ", ".join(f"{r.approach} ({r.status})" for r in unfinished) + ".", ""]
+    lines += _verdict_table(table)
+    lines += ["## What the numbers support", "", *claims(table), "", "![comparison](comparison.png)", "",
+              "![learning curves](curves.png)", ""]
+    lines += _front_section(table)
     if any(r["approach"] in PAPER_TABLE1 and r["approach"] != BASELINE for r in table):
         lines += paper_section(table)
     lines += importance.markdown(results)
@@ -336,52 +422,138 @@ def _curve_runs(a: Approach) -> list[str]:
     return [max(a.trials, key=lambda t: t.value).run_id] if a.trials else []
 
 
-def comparison_figure(uri: str, approaches: list[Approach], table: list[dict[str, Any]]) -> Figure:
-    """Test macro-F1 per approach with its 95 % interval; learning curves (loss on a log axis)."""
+def _pyplot() -> Any:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    from matplotlib.ticker import MaxNLocator
 
-    fig, axes = plt.subplots(1, 3, figsize=(16, 4.8))
-    colours = {a.name: plt.get_cmap("tab10")(i % 10) for i, a in enumerate(approaches)}
-    ax, key = axes[0], f"{TEST_MACRO_F1}_mean"
-    for i, r in enumerate(table):
-        mean, low, high = r[key], r[f"{TEST_MACRO_F1}_ci_low"], r[f"{TEST_MACRO_F1}_ci_high"]
-        yerr = None if _nan(low) else [[mean - low], [high - mean]]
-        ax.errorbar([i], [mean], yerr=yerr, fmt="o", capsize=6, color=colours[r["approach"]])
-        if r["approach"] == BASELINE and not _nan(mean):
-            ax.axhline(mean, ls=":", color="grey", lw=1)
-    ax.set_xticks(range(len(table)), [r["approach"] for r in table], rotation=30, ha="right")
-    ax.set_xlim(-0.5, len(table) - 0.5)
-    ax.set_ylabel("test macro-F1")
-    confirmed = any(r["n_seeds"] >= 2 for r in table)
-    ax.set_title("mean over seeds, 95 % interval" if confirmed else "single runs (no confirmation seeds)", fontsize=10)
-    for ax, (label, train_key, val_key) in zip(axes[1:], CURVES):
-        for a in approaches:
-            for k, style in ((train_key, "--"), (val_key, "-")):
-                steps, values = _curve(uri, _curve_runs(a), k)
-                if steps:
-                    ax.plot(steps, values, style, color=colours[a.name], label=f"{a.name} {k.split('_')[0]}")
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-        ax.set_xlabel("epoch")
-        if label == "loss":
-            ax.set_yscale("log")
-        source = "confirm runs (mean over seeds)" if any(a.confirm for a in approaches) else "best search trial"
-        ax.set_title(f"{label}: {source}; dashed train, solid validation", fontsize=9)
-        if ax.lines:
-            ax.legend(fontsize=7, ncol=2)
+    return plt
+
+
+def _errorbar(ax: Any, x: float, y: float, xerr: tuple[float, float] | None, yerr: tuple[float, float] | None,
+              **style: Any) -> None:
+    def err(v: float, span: tuple[float, float] | None) -> Any:
+        return None if span is None or _nan(span[0]) else [[v - span[0]], [span[1] - v]]
+
+    ax.errorbar([x], [y], xerr=err(x, xerr), yerr=err(y, yerr), capsize=4, **style)
+
+
+def comparison_figure(table: list[dict[str, Any]]) -> Figure:
+    """The forest plot: Δ test macro-F1 vs ``baseline`` per approach, sorted, with its 95 % posterior interval,
+    the ROPE shaded and each point coloured by its verdict. Without verdicts: each approach's test macro-F1."""
+    plt = _pyplot()
+    compared = sorted((r for r in table if r["verdict"]), key=lambda r: r["delta_vs_baseline"])
+    shown = compared or sorted((r for r in table if not _nan(r[f"{TEST_MACRO_F1}_mean"])),
+                               key=lambda r: r[f"{TEST_MACRO_F1}_mean"])
+    fig, ax = plt.subplots(figsize=(8, 1.2 + 0.45 * max(len(shown), 1)))
+    if compared:
+        rope = compared[0]["rope"]
+        ax.axvspan(-rope, rope, color="tab:blue", alpha=0.12, label=f"ROPE ±{rope:g}")
+        ax.axvline(0, color="grey", lw=1, ls=":")
+        for i, r in enumerate(compared):
+            _errorbar(ax, r["delta_vs_baseline"], i, (r["delta_low"], r["delta_high"]), None, fmt="o",
+                      color=COLOURS[r["verdict"]])
+        for word, colour in COLOURS.items():
+            ax.plot([], [], "o", color=colour, label=word)
+        ax.set_xlabel(f"Δ test macro-F1 vs {BASELINE} (mean paired difference, 95 % posterior interval)")
+        ax.legend(fontsize=7, loc="best")
+        ax.set_title("verdicts against the baseline", fontsize=10)
+    else:
+        for i, r in enumerate(shown):
+            span = (r[f"{TEST_MACRO_F1}_ci_low"], r[f"{TEST_MACRO_F1}_ci_high"])
+            _errorbar(ax, r[f"{TEST_MACRO_F1}_mean"], i, span, None, fmt="o", color="tab:grey")
+        ax.set_xlabel("test macro-F1 (mean over seeds, 95 % interval)")
+        ax.set_title(f"no {BASELINE} in this space: no verdict against the baseline", fontsize=10)
+    ax.set_yticks(range(len(shown)), [r["approach"] for r in shown])
+    ax.set_ylim(-0.7, len(shown) - 0.3)
     fig.tight_layout()
     return fig
 
 
-def write_report(uri: str, experiment: str, out_dir: Path, study_id: str | None = None) -> Path:
-    """Write ``summary.md``, ``summary.csv`` and ``comparison.png`` under ``out_dir`` and attach each
-    approach's hyperparameter importance to its parent run; returns the summary's path."""
+def curves_figure(uri: str, approaches: list[Approach]) -> Figure:
+    """Learning curves as small multiples, one panel per approach: macro-F1 (left axis) and loss (right, log);
+    dashed train, solid validation."""
+    plt = _pyplot()
+    from matplotlib.ticker import MaxNLocator
+
+    cols = min(4, max(len(approaches), 1))
+    nrows = max(1, math.ceil(len(approaches) / cols))
+    fig, axes = plt.subplots(nrows, cols, figsize=(3.6 * cols, 2.8 * nrows), squeeze=False, sharex=True)
+    source = "confirm runs, mean over seeds" if any(a.confirm for a in approaches) else "best search trial"
+    for ax, a in zip(axes.flat, approaches):
+        twin = ax.twinx()
+        for target, (label, train_key, val_key), colour in ((twin, CURVES[0], "tab:orange"), (ax, CURVES[1], "tab:blue")):
+            for key, style in ((train_key, "--"), (val_key, "-")):
+                steps, values = _curve(uri, _curve_runs(a), key)
+                if steps:
+                    target.plot(steps, values, style, color=colour, label=f"{label} {key.split('_')[0]}")
+        twin.set_yscale("log")
+        ax.set_title(a.name, fontsize=9)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set_ylabel("macro-F1", fontsize=8, color="tab:blue")
+        twin.set_ylabel("loss", fontsize=8, color="tab:orange")
+    for ax in list(axes.flat)[len(approaches):]:
+        ax.set_visible(False)
+    fig.suptitle(f"learning curves ({source}); dashed train, solid validation", fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def front_figure(table: list[dict[str, Any]]) -> Figure:
+    """Mean test macro-F1 against mean expected cost per approach, with both intervals; the Pareto front
+    (higher F1, lower cost) joined, per decision rule logged (filled: argmax, hollow: min. expected cost)."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(7, 5))
+    found = fronts(table)
+    for label, key, face in (("argmax decisions", COST, None), ("minimum-expected-cost decisions", MEC_COST, "none")):
+        for i, r in enumerate(table):
+            x, y = r[f"{key}_mean"], r[f"{TEST_MACRO_F1}_mean"]
+            if _nan(x) or _nan(y):
+                continue
+            colour = plt.get_cmap("tab20")(i % 20)
+            _errorbar(ax, x, y, (r[f"{key}_ci_low"], r[f"{key}_ci_high"]),
+                      (r[f"{TEST_MACRO_F1}_ci_low"], r[f"{TEST_MACRO_F1}_ci_high"]), fmt="o", color=colour,
+                      mfc=face or colour, label=r["approach"] if key == COST else None)
+        if label in found:
+            by = {r["approach"]: r for r in table}
+            xs = [by[n][f"{key}_mean"] for n in found[label]]
+            ys = [by[n][f"{TEST_MACRO_F1}_mean"] for n in found[label]]
+            ax.plot(xs, ys, "-" if face is None else ":", color="black", lw=1, label=f"front, {label}")
+    ax.set_xlabel("test expected cost (lower is better)")
+    ax.set_ylabel("test macro-F1 (higher is better)")
+    ax.set_title("F1-cost front (95 % intervals)", fontsize=10)
+    if ax.lines:
+        ax.legend(fontsize=7, ncol=2)
+    fig.tight_layout()
+    return fig
+
+
+def _save(fig: Figure, path: Path) -> None:
+    plt = _pyplot()
+    try:
+        fig.savefig(path, dpi=110)
+    finally:
+        plt.close(fig)
+
+
+def mark_parents(uri: str, approaches: list[Approach], table: list[dict[str, Any]]) -> None:
+    """Each parent's description (its verdict, config and score); where there is a verdict, also its
+    ``verdict`` tag and the name ``<approach> · <verdict> · <study id>``. Rebuilt from the table: idempotent."""
+    for a, row in zip(approaches, table):
+        store.set_description(uri, a.parent.run_id, describe(row))
+        if row["verdict"]:
+            store.set_verdict(uri, a.parent.run_id, row["verdict"], f"{a.name} · {row['verdict']} · {a.parent.study_id}")
+
+
+def write_report(uri: str, experiment: str, out_dir: Path, study_id: str | None = None,
+                 rope: float | None = None) -> Path:
+    """Write ``summary.md``, ``summary.csv``, ``comparison.png``, ``curves.png`` and ``front.png`` under
+    ``out_dir``, attach each approach's hyperparameter importance to its parent run and mark the parents
+    with their verdicts; returns the summary's path. ``rope`` overrides the parents' ``rope`` tags."""
     study_id, finished, unfinished = select(uri, experiment, study_id)
     approaches = [gather(uri, experiment, p) for p in finished]
-    table = rows(uri, approaches)
+    table = rows(uri, approaches, rope)
     results = [importance.for_parent(uri, a.parent, a.trials) for a in approaches]
     out_dir.mkdir(parents=True, exist_ok=True)
     with open(out_dir / "summary.csv", "w", newline="") as f:
@@ -389,22 +561,33 @@ def write_report(uri: str, experiment: str, out_dir: Path, study_id: str | None 
         writer.writeheader()
         writer.writerows({k: "" if _nan(v) else v for k, v in r.items()} for r in table)
     write_markdown(table, results, out_dir / "summary.md", experiment, study_id, finished[0], unfinished)
-    import matplotlib.pyplot as plt
-
-    fig = comparison_figure(uri, approaches, table)
-    fig.savefig(out_dir / "comparison.png", dpi=110)
-    plt.close(fig)
+    _save(comparison_figure(table), out_dir / "comparison.png")
+    _save(curves_figure(uri, approaches), out_dir / "curves.png")
+    _save(front_figure(table), out_dir / "front.png")
+    mark_parents(uri, approaches, table)
     return out_dir / "summary.md"
 
 
+def _rope(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not 0 <= value < 1:
+        raise argparse.ArgumentTypeError(f"must be in [0, 1) (a macro-F1 difference), got {text}")
+    return value
+
+
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m study.report", description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = Parser(prog="python -m study.report", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+                allow_abbrev=False)
     ap.add_argument("--space", required=True, help="the space (MLflow experiment) to summarise")
     ap.add_argument("--tracking-uri", default=store.DEFAULT_TRACKING_URI,
                     help=f"MLflow tracking URI (default {store.DEFAULT_TRACKING_URI})")
     ap.add_argument("--study-id", default=None, help="which study of the space (default: the latest with a finished approach)")
     ap.add_argument("--results-dir", default="results", help="writes <results-dir>/<space>/")
+    ap.add_argument("--rope", type=_rope, default=None, help="region of practical equivalence on test macro-F1 "
+                    f"(default: the study's `rope` tag, else {DEFAULT_ROPE})")
     args = ap.parse_args(argv)
     # a server that dies mid-report: MLflow's client would retry each request for minutes by default
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
@@ -412,13 +595,12 @@ def main(argv: list[str] | None = None) -> int:
     uri = store.absolute_uri(args.tracking_uri)
     try:
         store.check_uri(uri, exists=True)
-        out = write_report(uri, args.space, Path(args.results_dir) / args.space, args.study_id)
-    except (ReportError, store.StoreError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+        out = write_report(uri, args.space, Path(args.results_dir) / args.space, args.study_id, args.rope)
+    except store.StoreError as err:  # a store that cannot answer is the user's to fix, as a bad flag is
+        raise ReportError(str(err)) from None
     print(out)
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(cli(main))

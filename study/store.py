@@ -423,3 +423,11 @@ class Tracker:
         for run in self._find(CHILD, " and attributes.status = 'RUNNING'"):
             trial_id = run.data.tags.get("trial_id", "")
             self.client.set_terminated(run.info.run_id, statuses.get(trial_id, "KILLED"))
+
+
+def set_verdict(uri: str, run_id: str, verdict: str, name: str) -> None:
+    """A parent run's verdict against the baseline: its ``verdict`` tag and its name (the runs table shows both).
+    Sets, never appends: calling it again with the same values changes nothing."""
+    c = client(uri)
+    c.set_tag(run_id, "verdict", verdict)
+    c.update_run(run_id, name=name)

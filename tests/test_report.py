@@ -20,12 +20,14 @@ import pytest
 from scipy import stats
 
 from study import report, store
+from study.errors import cli
 from study.stats import macro_f1
 
 STUDY, OLD = "s-new", "s-old"
 SEEDS = range(5)
 # probability of a correct test prediction: focal clearly ahead, class_weight level with baseline
 SKILL = {"baseline": 0.70, "class_weight": 0.70, "focal": 0.92, "transfer": 0.8}
+SETTINGS = {"rope": "0.03", "split_rho": "0.1"}  # the study's tags: its ROPE and resplit correction
 _clock = itertools.count(1_700_000_000_000, 1000)  # start times in order, never tied
 
 
@@ -59,12 +61,13 @@ def _predictions(approach: str, seed: int, rank: int) -> tuple[list[int], list[i
 
 
 def _approach(client: Any, exp: str, study: str, approach: str, confirm: bool = True, status: str = "FINISHED",
-              trials: int = 4) -> dict:
+              trials: int = 4, settings: dict[str, str] | None = None) -> dict:
     rng = np.random.default_rng(len(approach))
     tags = {"study_id": study, "approach": approach}
     searched = {"lr": lambda: float(rng.uniform(1e-4, 3e-3)), "gamma": lambda: float(rng.uniform(0.5, 4))}
     parent = _run(client, exp, {**tags, "role": "parent", "classes": json.dumps(["cat", "dog"]), "minority": "cat",
-                                "final_config_rank": "1", "data": "animals"}, f"{approach} · {study}",
+                                "final_config_rank": "1", "data": "animals", **(settings or {})},
+                  f"{approach} · {study}",
                   params={"best.lr": 0.001234, "best.gamma": 2.0, "best.loss": "focal", "best.epochs": 3},
                   metrics={"val_macro_f1": 0.8, "best_epoch": 3, **({} if confirm else {"test_macro_f1": SKILL[approach]})},
                   status=status)
@@ -77,6 +80,7 @@ def _approach(client: Any, exp: str, study: str, approach: str, confirm: bool = 
         y, pred = _predictions(approach, seed, rank)
         metrics = {"test_macro_f1": macro_f1(np.array(y), np.array(pred)), "test_minority_recall": float(rng.uniform(0.5, 0.9)),
                    "test_balanced_accuracy": float(rng.uniform(0.6, 0.9)), "test_expected_cost": float(rng.uniform(0.1, 0.4)),
+                   "test_mec_expected_cost": float(rng.uniform(0.05, 0.3)),
                    "test_accuracy": 0.8, "selected_epoch": 3}
         _run(client, exp, {**child, "phase": "confirm", "confirm_seed": str(seed), "config_rank": str(rank)},
              f"{approach}-confirm-{rank}-{seed}", metrics=metrics, history=_curves(rng, 3, 0.7),
@@ -98,12 +102,15 @@ def study(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     make = lambda name: client.create_experiment(name, artifact_location=(root / "artifacts" / name).as_uri())  # noqa: E731
     exp = make("all")
     _approach(client, exp, OLD, "baseline", confirm=False, trials=0)
-    runs = {a: _approach(client, exp, STUDY, a) for a in ("baseline", "class_weight", "focal")}
+    runs = {a: _approach(client, exp, STUDY, a, settings=SETTINGS) for a in ("baseline", "class_weight", "focal")}
     _approach(client, exp, STUDY, "transfer", confirm=False, status="RUNNING", trials=0)
     single = make("single")
     for a in ("baseline", "focal"):
         _approach(client, single, "s-single", a, confirm=False, trials=2)
     _approach(client, make("stuck"), "s-stuck", "focal", confirm=False, status="KILLED", trials=0)
+    nobase = make("nobase")
+    for a in ("class_weight", "focal"):
+        _approach(client, nobase, "s-nobase", a, trials=2)
     return {"uri": uri, "runs": runs, "root": root}
 
 
@@ -123,66 +130,146 @@ def _seed_values(study: dict[str, Any], approach: str, metric: str = "test_macro
     return [study["runs"][approach]["scores"][s][metric] for s in SEEDS]
 
 
-def test_summary_csv_holds_the_verdict_of_the_seeds(study, written):
+def _logit_interval(values: list[float]) -> tuple[float, float]:
+    z = np.log(np.array(values) / (1 - np.array(values)))
+    half = stats.t.ppf(0.975, len(z) - 1) * z.std(ddof=1) / math.sqrt(len(z))
+    return 1 / (1 + np.exp(-(z.mean() - half))), 1 / (1 + np.exp(-(z.mean() + half)))
+
+
+def test_summary_csv_holds_each_approach_with_an_interval_in_range(study, written):
     table = {r["approach"]: r for r in _table(written)}
     assert list(table) == ["baseline", "class_weight", "focal"]  # the running approach and the old study left out
-    for required in ("test_macro_f1_mean", "test_macro_f1_ci_low", "test_macro_f1_ci_high", "delta_vs_baseline", "p_holm"):
-        assert required in table["focal"]
-    base = _seed_values(study, "baseline")
-    p = {}
     for approach, row in table.items():
         values = _seed_values(study, approach)  # rank 1 only: the rank-2 runs would pull the mean to 0.5
-        x = np.array(values)
-        half = stats.t.ppf(0.975, 4) * x.std(ddof=1) / math.sqrt(5)
         assert row["n_seeds"] == "5" and row["config_rank"] == "1"
-        assert float(row["test_macro_f1_mean"]) == pytest.approx(x.mean())
-        assert float(row["test_macro_f1_ci_low"]) == pytest.approx(x.mean() - half)
-        assert float(row["test_macro_f1_ci_high"]) == pytest.approx(x.mean() + half)
-        assert float(row["test_expected_cost_mean"]) == pytest.approx(np.mean(_seed_values(study, approach, "test_expected_cost")))
-        if approach == "baseline":
-            assert row["delta_vs_baseline"] == row["p_ttest"] == row["p_holm"] == ""
-            continue
-        assert float(row["delta_vs_baseline"]) == pytest.approx(np.mean(np.subtract(values, base)))
-        p[approach] = stats.ttest_rel(values, base).pvalue
-        assert float(row["p_ttest"]) == pytest.approx(p[approach])
-        assert float(row["p_wilcoxon"]) == pytest.approx(stats.wilcoxon(np.subtract(values, base)).pvalue)
-        assert float(row["bootstrap_delta_low"]) <= float(row["bootstrap_delta"]) <= float(row["bootstrap_delta_high"])
-    small, large = sorted(p, key=p.get)  # Holm by hand, two comparisons
-    assert float(table[small]["p_holm"]) == pytest.approx(min(1, 2 * p[small]))
-    assert float(table[large]["p_holm"]) == pytest.approx(max(min(1, 2 * p[small]), p[large]))
-    assert float(table["focal"]["bootstrap_delta_low"]) > 0  # 0.92 against 0.70 correct predictions
+        assert float(row["test_macro_f1_mean"]) == pytest.approx(np.mean(values))
+        low, high = _logit_interval(values)
+        assert (float(row["test_macro_f1_ci_low"]), float(row["test_macro_f1_ci_high"])) == pytest.approx((low, high))
+        cost = _seed_values(study, approach, "test_mec_expected_cost")
+        assert float(row["test_mec_expected_cost_mean"]) == pytest.approx(np.mean(cost))
+        assert 0 < float(row["test_expected_cost_ci_low"]) < float(row["test_expected_cost_mean"])
+        assert 0 < float(row["test_sampling_error"]) < 0.1  # 120 test images
     assert float(table["focal"]["search_val_macro_f1"]) == 0.8
     assert table["focal"]["searched"] == "gamma,lr"  # trial_seed varies too, but nothing searched it
     assert json.loads(table["focal"]["config"])["lr"] == "0.001234"
 
 
-def test_summary_md_marks_what_holm_supports(written):
+def test_summary_csv_holds_the_verdict_by_hand(study, written):
+    """The posterior from the study's tags (ROPE 0.03, rho 0.1) by scipy's t, and the reference tests."""
+    table = {r["approach"]: r for r in _table(written)}
+    base = _seed_values(study, "baseline")
+    assert table["baseline"]["verdict"] == table["baseline"]["p_ttest"] == table["baseline"]["p_holm"] == ""
+    p = {}
+    for approach in ("class_weight", "focal"):
+        row, d = table[approach], np.subtract(_seed_values(study, approach), base)
+        scale = d.std(ddof=1) * math.sqrt(1 / 5 + 0.1 / 0.9)
+        better = 1 - stats.t.cdf(0.03, 4, loc=d.mean(), scale=scale)
+        worse = stats.t.cdf(-0.03, 4, loc=d.mean(), scale=scale)
+        assert (float(row["p_better"]), float(row["p_worse"])) == pytest.approx((better, worse))
+        assert float(row["p_equivalent"]) == pytest.approx(1 - better - worse)
+        assert float(row["delta_vs_baseline"]) == pytest.approx(d.mean())
+        assert (float(row["delta_low"]), float(row["delta_high"])) == pytest.approx(
+            stats.t.interval(0.95, 4, loc=d.mean(), scale=scale))
+        assert row["paired_seeds"] == "0 1 2 3 4" and row["rope"] == "0.03" and row["split_rho"] == "0.1"
+        word = "better" if better >= 0.95 else "worse" if worse >= 0.95 else (
+            "practically equivalent" if 1 - better - worse >= 0.95 else "undecided at this budget")
+        assert row["verdict"] == word
+        mdd = float(row["min_detectable_difference"])  # 2 comparisons: level 0.025
+        nc = mdd * math.sqrt(5) / d.std(ddof=1)
+        assert stats.nct.sf(stats.t.ppf(1 - 0.0125, 4), 4, nc) == pytest.approx(0.8, abs=0.01)
+        p[approach] = stats.ttest_rel(_seed_values(study, approach), base).pvalue
+        assert float(row["p_ttest"]) == pytest.approx(p[approach])
+        assert float(row["p_wilcoxon"]) == pytest.approx(stats.wilcoxon(d).pvalue)
+    assert table["focal"]["verdict"] == "better"  # 0.92 against 0.70 correct predictions
+    small, large = sorted(p, key=p.get)  # Holm by hand, two comparisons
+    assert float(table[small]["p_holm"]) == pytest.approx(min(1, 2 * p[small]))
+    assert float(table[large]["p_holm"]) == pytest.approx(max(min(1, 2 * p[small]), p[large]))
+
+
+def test_summary_md_states_verdicts_budget_and_noise_floor(written):
     table = {r["approach"]: r for r in _table(written)}
     md = (written / "summary.md").read_text()
+    focal = table["focal"]
     assert "| focal | 5 |" in md and "gamma=2, lr=0.001234" in md
-    assert f"{float(table['focal']['delta_vs_baseline']):+.3f}*" in md
-    assert "**focal is better than baseline**" in md
-    class_weight_significant = float(table["class_weight"]["p_holm"]) < 0.05
-    assert ("class_weight is not separated from baseline" in md) is not class_weight_significant
+    assert f"- focal is **better** than baseline: Δ {float(focal['delta_vs_baseline']):+.3f}" in md
+    assert f"| focal | better | {float(focal['p_better']):.3f} |" in md
+    assert f"| 5 (0 1 2 3 4) | {float(focal['min_detectable_difference']):.3f} | {float(focal['test_sampling_error']):.3f} |" in md
+    assert "Region of practical equivalence ±0.03" in md and "ρ = n_test/n_train = 0.1" in md
+    assert "for reference only: nominal only under a fixed seed count" in md
+    assert f"- class_weight is **{table['class_weight']['verdict']}" in md
     assert "Not finished, left out: transfer (RUNNING)" in md
     assert "cat recall" in md and "### focal (4 trials)" in md
-    assert (written / "comparison.png").stat().st_size > 10_000
+    assert "## The F1-cost front" in md and "- argmax decisions: " in md and "- minimum-expected-cost decisions: " in md
+    for name in ("comparison.png", "curves.png", "front.png"):
+        assert (written / name).stat().st_size > 10_000 and f"({name})" in md
 
 
-def test_comparison_figure_integer_epochs_and_log_loss(study):
+def test_the_front_is_what_no_other_approach_dominates(written):
+    assert report.pareto_front({"a": (0.9, 0.3), "b": (0.8, 0.1), "c": (0.7, 0.2), "d": (0.9, 0.4),
+                                "e": (float("nan"), 0.0)}) == ["b", "a"]  # c: b beats it on both; d: a on cost
+    assert report.pareto_front({"a": (0.5, 0.2), "b": (0.5, 0.2)}) == ["a", "b"]  # ties dominate nothing
+    table = _table(written)
+    points = {r["approach"]: (float(r["test_macro_f1_mean"]), float(r["test_expected_cost_mean"])) for r in table}
+    line = next(x for x in (written / "summary.md").read_text().splitlines() if x.startswith("- argmax decisions: "))
+    assert [part.split(" (")[0] for part in line[len("- argmax decisions: "):].split("), ")] == report.pareto_front(points)
+
+
+def test_forest_plot_and_small_multiples(study, written):
     import matplotlib.pyplot as plt
+    from matplotlib.colors import to_rgba
 
     _, parents, _ = report.select(study["uri"], "all", None)
     approaches = [report.gather(study["uri"], "all", p) for p in parents]
-    fig = report.comparison_figure(study["uri"], approaches, report.rows(study["uri"], approaches))
+    table = report.rows(study["uri"], approaches)
+    fig = report.comparison_figure(table)
+    (ax,) = fig.axes
+    compared = sorted((r for r in table if r["verdict"]), key=lambda r: r["delta_vs_baseline"])
+    assert [t.get_text() for t in ax.get_yticklabels()] == [r["approach"] for r in compared]  # sorted by Δ
+    (band,) = ax.patches  # the ROPE, from the study's tag
+    assert band.get_x() == pytest.approx(-0.03) and band.get_width() == pytest.approx(0.06)
+    points = [c.lines[0] for c in ax.containers]  # each errorbar's marker
+    assert [to_rgba(p.get_color()) for p in points] == [to_rgba(report.COLOURS[r["verdict"]]) for r in compared]
+    assert [p.get_xdata()[0] for p in points] == pytest.approx([r["delta_vs_baseline"] for r in compared])
+    plt.close(fig)
+    fig = report.curves_figure(study["uri"], approaches)
     fig.canvas.draw()
-    scores, loss, f1 = fig.axes
-    assert loss.get_yscale() == "log" and f1.get_yscale() == "linear"
-    for ax in (loss, f1):
+    panels = [a for a in fig.axes if a.get_visible() and a.get_title()]
+    assert [a.get_title() for a in panels] == ["baseline", "class_weight", "focal"]  # one panel per approach
+    for ax in panels:
         ticks = [t for t in ax.get_xticks() if ax.get_xlim()[0] <= t <= ax.get_xlim()[1]]
         assert ticks and all(float(t).is_integer() for t in ticks)  # epochs 1..3, not 1.0, 1.25, ...
-    assert len(scores.collections) == 3  # one CI whisker per approach
+        twin = next(a for a in fig.axes if a is not ax and a.bbox.bounds == ax.bbox.bounds)
+        assert twin.get_yscale() == "log" and ax.get_yscale() == "linear" and len(ax.lines) == len(twin.lines) == 2
     plt.close(fig)
+    assert not plt.get_fignums()  # every figure the report opened is closed
+
+
+def test_parents_carry_the_verdict_idempotently(study, written, tmp_path):
+    uri = study["uri"]
+    report.write_report(uri, "all", tmp_path)  # twice: the same names, tags and descriptions
+    by = {p.approach: p for p in store.parents(uri, "all", STUDY)}
+    assert by["focal"].name == f"focal · better · {STUDY}" and by["focal"].tags["verdict"] == "better"
+    assert "**Verdict against baseline: better** (ROPE ±0.03 macro-F1, 5 paired seeds)" in by["focal"].tags[store.DESCRIPTION_TAG]
+    assert "verdict" not in by["baseline"].tags and by["baseline"].name == f"baseline · {STUDY}"
+    assert "test macro-F1" in by["baseline"].tags[store.DESCRIPTION_TAG]
+
+
+def test_a_space_without_baseline_gives_no_verdict(study, tmp_path):
+    report.write_report(study["uri"], "nobase", tmp_path)
+    md = (tmp_path / "summary.md").read_text()
+    assert "it gives **no verdict against the baseline**" in md and "## Verdicts against" not in md
+    row = {r["approach"]: r for r in _table(tmp_path)}["focal"]
+    assert row["verdict"] == "" and row["p_better"] == ""
+    assert f"  - focal: test macro-F1 {float(row['test_macro_f1_mean']):.3f} [{float(row['test_macro_f1_ci_low']):.3f}, " in md
+    assert all("verdict" not in p.tags for p in store.parents(study["uri"], "nobase"))
+
+
+def test_the_rope_flag_overrides_the_study_tag(study, tmp_path, capsys):
+    argv = ["--space", "all", "--tracking-uri", study["uri"], "--results-dir", str(tmp_path), "--rope", "0.3"]
+    assert cli(report.main, argv) == 0
+    rows = {r["approach"]: r for r in _table(tmp_path / "all")}
+    assert rows["focal"]["rope"] == "0.3" and rows["class_weight"]["verdict"] == "practically equivalent"
+    report.write_report(study["uri"], "all", tmp_path / "again")  # the tags again, for the tests after this one
 
 
 def test_importance_attached_to_each_parent(study, written):
@@ -211,45 +298,56 @@ def test_an_older_study_by_id(study, tmp_path):
 
 def test_describe_for_the_parent_run(written):
     row = {r["approach"]: r for r in _table(written)}["focal"]
-    row = {k: float(v) if k.startswith("test_") else v for k, v in row.items()} | {"n_seeds": 5}
+    row = {k: float(v) if k.startswith(("test_", "p_", "delta", "rope")) else v for k, v in row.items()} | {"n_seeds": 5}
     text = report.describe(row)
-    half = (row["test_macro_f1_ci_high"] - row["test_macro_f1_ci_low"]) / 2
     assert "gamma=2, lr=0.001234" in text
-    assert f"test macro-F1 {row['test_macro_f1_mean']:.3f} ± {half:.3f} (95 % CI over 5 seeds)" in text
-    single = row | {"test_macro_f1_ci_low": float("nan"), "n_seeds": 0}
-    assert "a single run, no confirmation seeds" in report.describe(single)
+    assert (f"test macro-F1 {row['test_macro_f1_mean']:.3f}, 95 % interval [{row['test_macro_f1_ci_low']:.3f}, "
+            f"{row['test_macro_f1_ci_high']:.3f}] over 5 seeds") in text
+    assert f"P(better) {row['p_better']:.3f}" in text
+    single = row | {"test_macro_f1_ci_low": float("nan"), "n_seeds": 0, "verdict": ""}
+    assert "a single run, no confirmation seeds" in report.describe(single) and "Verdict" not in report.describe(single)
 
 
 @pytest.mark.parametrize(("args", "message"), [
-    (["--space", "nope"], r"^error: no MLflow experiment 'nope' at sqlite:///.*; experiments there: Default, all, single, stuck$"),
+    (["--space", "nope"], r"^error: no MLflow experiment 'nope' at sqlite:///.*; experiments there: Default, all, nobase, single, stuck$"),
     (["--space", "all", "--study-id", "s-x"], r"^error: unknown study id 's-x' in experiment 'all'; studies there: s-new, s-old$"),
     (["--space", "stuck"], r"^error: experiment 'stuck' has no finished approach yet \(focal KILLED\)$"),
+    (["--space", "all", "--rope", "abc"], r"^error: argument --rope: not a number: 'abc'$"),
+    (["--space", "all", "--rope", "1.5"], r"^error: argument --rope: must be in \[0, 1\) \(a macro-F1 difference\), got 1.5$"),
+    (["--space", "all", "--bogus"], r"^error: unrecognized arguments: --bogus$"),
+    (["--space"], r"^error: argument --space: expected one argument$"),
 ])
 def test_cli_errors_are_one_line_exit_2(study, tmp_path, capsys, args, message):
-    assert report.main([*args, "--tracking-uri", study["uri"], "--results-dir", str(tmp_path)]) == 2
+    assert cli(report.main, [*args, "--tracking-uri", study["uri"], "--results-dir", str(tmp_path)]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1
     assert re.match(message, err), err
     assert not any(tmp_path.iterdir())  # validated before anything is written
 
 
+def test_report_error_is_a_study_error():
+    from study.errors import StudyError
+
+    assert issubclass(report.ReportError, StudyError)
+
+
 def test_cli_missing_store_and_dead_server(tmp_path, capsys):
-    assert report.main(["--space", "all", "--tracking-uri", f"sqlite:///{tmp_path}/none.db"]) == 2
+    assert cli(report.main, ["--space", "all", "--tracking-uri", f"sqlite:///{tmp_path}/none.db"]) == 2
     assert f"error: no MLflow tracking store at sqlite:///{tmp_path}/none.db" in capsys.readouterr().err
     assert not (tmp_path / "none.db").exists()
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]  # closed again: nothing listens there
     start = time.monotonic()
-    assert report.main(["--space", "all", "--tracking-uri", f"http://127.0.0.1:{port}"]) == 2
+    assert cli(report.main, ["--space", "all", "--tracking-uri", f"http://127.0.0.1:{port}"]) == 2
     assert time.monotonic() - start < 10
     assert f"error: cannot reach the MLflow tracking server at http://127.0.0.1:{port}" in capsys.readouterr().err
 
 
 def test_cli_writes_the_report(study, tmp_path, capsys):
-    assert report.main(["--space", "all", "--tracking-uri", study["uri"], "--results-dir", str(tmp_path)]) == 0
+    assert cli(report.main, ["--space", "all", "--tracking-uri", study["uri"], "--results-dir", str(tmp_path)]) == 0
     assert capsys.readouterr().out.strip() == str(tmp_path / "all" / "summary.md")
-    assert {p.name for p in (tmp_path / "all").iterdir()} == {"summary.md", "summary.csv", "comparison.png"}
+    assert {p.name for p in (tmp_path / "all").iterdir()} == {"summary.md", "summary.csv", "comparison.png", "curves.png", "front.png"}
 
 
 def test_cli_imports_nothing_heavy_before_validating():
