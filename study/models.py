@@ -21,6 +21,7 @@ each backbone's stages end where its resolution halves, like ResNet's (64 px in 
 
 from __future__ import annotations
 
+import pickle
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,8 +34,8 @@ from study.names import BACKBONES, FREEZE, MODELS, STAGES
 from study.weights import CHECKPOINT_DIR, WeightsError, check_backbone, check_weights, source_checkpoint
 
 # re-exported for callers that know models.py only: the names, the error, where the source checkpoint lives
-__all__ = ["BACKBONES", "FREEZE", "MODELS", "STAGES", "Classifier", "ModelError", "build_model", "frozen_modules",
-           "load_state_dict", "load_weights", "source_checkpoint"]
+__all__ = ["BACKBONES", "FREEZE", "MODELS", "STAGES", "Classifier", "ModelError", "build_model", "check_weight_keys",
+           "frozen_modules", "load_state_dict", "load_weights", "source_checkpoint"]
 
 ModelError = WeightsError  # one error for bad model settings and bad weights files (study.weights raises it)
 Norm = tuple[tuple[float, float, float], tuple[float, float, float]]  # (mean, std) per RGB channel, on [0, 1] input
@@ -109,9 +110,38 @@ class Classifier(nn.Module):
 
 
 def load_state_dict(path: Path | str) -> dict[str, torch.Tensor]:
-    """A checkpoint's state dict: a bare one, or the ``state_dict`` of a {state_dict, ...} blob."""
-    blob = torch.load(path, map_location="cpu", weights_only=True)
-    return blob.get("state_dict", blob)
+    """A checkpoint's state dict: a bare one, or the ``state_dict`` of a {state_dict, ...} blob; anything else (a
+    list, a file torch cannot read with ``weights_only``) is a WeightsError."""
+    try:
+        blob = torch.load(path, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, ValueError) as err:
+        raise WeightsError(f"weights file {path} cannot be read as a torch checkpoint: "
+                           f"{(str(err).strip().splitlines() or [type(err).__name__])[0][:200]}") from None
+    state = blob.get("state_dict", blob) if isinstance(blob, dict) else blob
+    if not isinstance(state, dict) or not all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items()):
+        raise WeightsError(f"weights file {path} holds a {type(state).__name__}, not a state dict (names -> tensors)")
+    return state
+
+
+def _misfit(target: dict[str, torch.Tensor], state: dict[str, torch.Tensor], head: set[str]) -> str | None:
+    """What keeps ``state`` from loading into a network whose state dict is ``target`` (its head aside), or None."""
+    missing = sorted(set(target) - set(state) - head)
+    unexpected = sorted(set(state) - set(target))
+    shapes = sorted(k for k in set(state) & set(target) - head if state[k].shape != target[k].shape)
+    problems = [f"{len(keys)} {what} (e.g. {', '.join(keys[:3])})" for keys, what in
+                ((missing, "missing"), (unexpected, "unexpected"), (shapes, "of another shape")) if keys]
+    return "; ".join(problems) or None
+
+
+def check_weight_keys(name: str, backbone: str, path: Path | str) -> None:
+    """A weights file fits ``backbone``: a state dict with every tensor of the network (its head aside), each of the
+    network's shape, and no other. Raises WeightsError, so a study stops before Ray rather than in every trial."""
+    spec = BACKBONE_SPECS[backbone]
+    state = network_state(name, backbone, load_state_dict(path))
+    why = _misfit(spec.build().state_dict(), state, {f"{spec.head}.weight", f"{spec.head}.bias"})
+    if why:
+        where = "" if str(path) == name else f" ({path})"
+        raise WeightsError(f"weights {name}{where} do not fit {backbone}: {why}")
 
 
 def network_state(weights: str, backbone: str, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -175,11 +205,12 @@ def build_model(
     if model == "pretrained":
         state = load_state_dict(check_weights(weights, backbone, CHECKPOINT_DIR)) if state is None else state
         state = network_state(weights, backbone, state)
-        head = (f"{spec.head}.weight", f"{spec.head}.bias")
+        head = {f"{spec.head}.weight", f"{spec.head}.bias"}
         state = {k: v for k, v in state.items() if k not in head}  # the task gets a fresh head, even when this one fits
-        missing, unexpected = net.load_state_dict(state, strict=False)
-        if unexpected or set(missing) - set(head):
-            raise ModelError(f"weights {weights} do not fit {backbone}: missing {missing[:3]}, unexpected {unexpected[:3]}")
+        why = _misfit(net.state_dict(), state, head)
+        if why:
+            raise ModelError(f"weights {weights} do not fit {backbone}: {why}")
+        net.load_state_dict(state, strict=False)
     old = net.get_submodule(spec.head)
     net.set_submodule(spec.head, nn.Linear(old.in_features, num_classes))
     norm = spec.imagenet_norm if model == "pretrained" and weights == "imagenet" else PAPER_NORM

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import pickle
 from pathlib import Path
 
 import pytest
@@ -20,6 +19,7 @@ from study.models import (
     Classifier,
     ModelError,
     build_model,
+    check_weight_keys,
     frozen_modules,
     load_state_dict,
     load_weights,
@@ -182,7 +182,9 @@ def test_a_state_dict_file_for_another_backbone(tmp_path: Path) -> None:
     path = tmp_path / "mnv2.pt"
     torch.save(state, path)
     assert_backbone_equal(build_model(2, "pretrained", str(path), backbone="mobilenet_v2"), state, "classifier.1.")
-    with pytest.raises(ModelError, match=r"weights .*mnv2\.pt do not fit resnet18: missing \['conv1\.weight'"):
+    with pytest.raises(ModelError, match=r"^weights .*mnv2\.pt do not fit resnet18: 120 missing \(e\.g\. bn1\.bias, "
+                                          r"bn1\.num_batches_tracked, bn1\.running_mean\); 314 unexpected \(e\.g\. "
+                                          r"classifier\.1\.bias, classifier\.1\.weight, features\.0\.0\.weight\)$"):
         build_model(2, "pretrained", str(path))
 
 
@@ -403,8 +405,37 @@ def test_a_file_that_is_no_checkpoint_is_refused_before_loading(tmp_path: Path) 
 def test_weights_that_do_not_fit_resnet18_are_a_clear_error(tmp_path: Path) -> None:
     path = tmp_path / "other.pt"
     torch.save({"encoder.weight": torch.zeros(3, 3)}, path)
-    with pytest.raises(ModelError, match=r"weights .*other\.pt do not fit resnet18: missing \['conv1\.weight'"):
+    message = (r"do not fit resnet18: 120 missing \(e\.g\. bn1\.bias, bn1\.num_batches_tracked, bn1\.running_mean\); "
+               r"1 unexpected \(e\.g\. encoder\.weight\)$")
+    with pytest.raises(ModelError, match=rf"^weights {path} {message}"):
         build_model(2, "pretrained", str(path))
+    with pytest.raises(ModelError, match=rf"^weights mine \({path}\) {message}"):
+        check_weight_keys("mine", "resnet18", path)
+
+
+def test_check_weight_keys_takes_a_fitting_file_and_names_what_does_not_fit(tmp_path: Path) -> None:
+    """What the runner asks before Ray starts: a weights file that would fail in every trial fails once, here."""
+    state = trained_like_state(5)
+    torch.save(state, tmp_path / "good.pt")
+    check_weight_keys("good", "resnet18", tmp_path / "good.pt")  # another head size is fine: the task gets its own
+    torch.save({"state_dict": {f"net.{k}": v for k, v in state.items()}}, tmp_path / "blob.pt")
+    check_weight_keys("blob", "resnet18", tmp_path / "blob.pt")  # what study.pretrain saves
+    state["conv1.weight"] = torch.zeros(64, 3, 3, 3)
+    torch.save(state, tmp_path / "shape.pt")
+    with pytest.raises(ModelError, match=r"^weights shape \(.*shape\.pt\) do not fit resnet18: 1 of another shape "
+                                          r"\(e\.g\. conv1\.weight\)$"):
+        check_weight_keys("shape", "resnet18", tmp_path / "shape.pt")
+
+
+@pytest.mark.parametrize(("blob", "kind"), [([1, 2], "list"), ({"a": 1}, "dict"), (torch.zeros(2), "Tensor"),
+                                            ({"state_dict": [torch.zeros(1)]}, "list")])
+def test_a_weights_file_that_holds_no_state_dict(blob: object, kind: str, tmp_path: Path) -> None:
+    torch.save(blob, tmp_path / "odd.pt")
+    message = rf"^weights file {tmp_path / 'odd.pt'} holds a {kind}, not a state dict \(names -> tensors\)$"
+    with pytest.raises(ModelError, match=message):
+        check_weight_keys("odd", "resnet18", tmp_path / "odd.pt")
+    with pytest.raises(ModelError, match=message):
+        build_model(2, "pretrained", str(tmp_path / "odd.pt"))
 
 
 class Payload:
@@ -422,7 +453,8 @@ def test_checkpoint_loads_are_weights_only(tmp_path: Path) -> None:
     state = trained_like_state(8)
     path = tmp_path / "evil.pt"
     torch.save({"state_dict": state, "note": Payload(marker)}, path)
-    with pytest.raises(pickle.UnpicklingError, match=r"Weights only load failed"):
+    with pytest.raises(ModelError, match=rf"^weights file {path} cannot be read as a torch checkpoint: Weights only "
+                                          r"load failed"):
         build_model(2, "pretrained", str(path))
     assert not marker.exists()  # the object was refused, never run
     # the same checkpoint without the object loads
