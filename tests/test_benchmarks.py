@@ -60,3 +60,49 @@ def test_bench_gpu_tiny_runs_every_part_and_writes_its_report(tmp_path: Path) ->
                     "## 5. An epoch of decoded tensors", "## Trials per GPU"):
         assert heading in md
     assert not any(tmp_path.glob("results")), "the tiny run writes only under --out"
+
+
+def _bench_scale():
+    """benchmarks/bench_scale.py as a module (benchmarks/ is not a package; its trainable module sits beside it)."""
+    import importlib.util
+
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    spec = importlib.util.spec_from_file_location("bench_scale", ROOT / "benchmarks" / "bench_scale.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _row(mode: str, store: str, size: int, wall: float, cpu: float, writes: int, mb: float) -> dict:
+    return {"mode": mode, "store": store, "size": size, "finished": size, "epochs_run": 2 * size, "wall_s": wall,
+            "driver_cpu_s": cpu, "peak_driver_mb": mb, "mlflow_writes": writes, "mlflow_reads": 0}
+
+
+def test_bench_scale_figures_ratios_and_growth_exponents() -> None:
+    """A real run takes minutes (a Ray start per driver); here the arithmetic and the report, from given rows."""
+    bench = _bench_scale()
+    runs = [_row("plain", "none", 100, 50.0, 5.0, 0, 700.0), _row("ours", "sqlite", 100, 55.0, 10.0, 2000, 800.0),
+            _row("plain", "none", 1000, 400.0, 50.0, 0, 900.0), _row("ours", "sqlite", 1000, 520.0, 200.0, 20000, 1000.0)]
+    summary = bench.summarise(runs)
+    assert summary["ratios"] == [{"size": 100, "store": "sqlite", "wall": 1.1, "driver_cpu": 2.0},
+                                 {"size": 1000, "store": "sqlite", "wall": 1.3, "driver_cpu": 4.0}]
+    ours = next(e for e in summary["exponents"] if e["mode"] == "ours")
+    assert (ours["from"], ours["to"]) == (100, 1000)
+    assert ours["mlflow_writes"] == 1.0 and ours["driver_cpu_s"] == round(1 + __import__("math").log10(2), 3)
+    assert not summary["ratio_target_met"] and not summary["exponent_target_met"]  # 1.3 > 1.2 and CPU grew as n^1.3
+    args = __import__("argparse").Namespace(sleep_s=0.5)
+    figures = bench.derived(runs[1], args)
+    assert figures["theoretical_min_s"] == 200 * 0.5 / bench.SLOTS and figures["trials_per_s"] == round(100 / 55, 3)
+    md = bench.markdown({"command": "c", "machine": "m", "when": "w", "epochs": 2, "sleep_s": 0.5, "note": "busy.",
+                         "runs": [{**r, **bench.derived(r, args)} for r in runs], "summary": summary})
+    assert "| 1000 | sqlite | 1.30 | 4.00 |" in md and "Target met: no." in md and "busy." in md
+
+
+def test_null_trainable_scores_a_config_the_same_every_time() -> None:
+    _bench_scale()
+    from scale_trainable import synthetic_f1
+
+    config = {"lr": 10 ** -2.5, "gamma": 2.0}
+    assert synthetic_f1(config, 3) == synthetic_f1(dict(config), 3)
+    assert synthetic_f1(config, 4) > synthetic_f1(config, 1)  # a learning curve
+    assert synthetic_f1(config, 4) > synthetic_f1({"lr": 1e-4, "gamma": 5.0}, 4)  # the space has a best region
