@@ -126,7 +126,8 @@ def verdict(backbone: str, s: dict) -> str:
             f"{d['mean']:+.3f} (SD {d['sd']:.3f}, range {d['min']:+.3f} to {d['max']:+.3f}); per-seed means "
             f"{seeds['mean']:+.3f} ± {seeds['sd']:.3f} over {seeds['n']} seeds; at the validation-selected epoch test "
             f"macro-F1 {fmt(s['selected']['stale']['test_macro_f1'])} stale vs "
-            f"{fmt(s['selected']['recalibrated']['test_macro_f1'])} recalibrated (paired {fmt(s['selected_test_diff'], True)}); "
+            f"{fmt(s['selected']['recalibrated']['test_macro_f1'])} recalibrated "
+            f"(paired {fmt(s['selected_test_diff'], True)}); "
             f"epochs answering one class on validation: {s['one_class_epochs']['stale']} stale, "
             f"{s['one_class_epochs']['recalibrated']} recalibrated; the pass costs "
             f"{s['recalibrate_s_per_epoch']['mean']:.2f} s an epoch, {100 * s['recalibrate_over_train']:.0f} % of "
@@ -167,7 +168,8 @@ def write(figures: dict, out: Path) -> None:
 
 {verdict(backbone, s)}
 
-Validation macro-F1 per epoch, mean over seeds, and the paired difference (recalibrated − stale, mean ± SD over seeds):
+Validation macro-F1 per epoch, mean over seeds, and the paired difference (recalibrated − stale, mean ± SD
+over seeds):
 
 | | {head} |
 |---|{'---|' * n}
@@ -186,7 +188,7 @@ At the validation-selected epoch (a study's choice): stale val {fmt(sel['stale']
 """)
     md = f"""# BatchNorm recalibration before each evaluation
 
-Command: `{figures['command']}` (wall {figures['wall_s']} s)
+Command: `{figures['command']}` (wall {figures['wall_s']} s; runs done: {figures['runs_done']})
 
 Machine: {figures['machine']}; torch {figures['torch']}, Python {figures['python']}, 1 thread per run. Seconds are
 wall time on that shared machine: compare the two columns of one run, not runs with each other.
@@ -210,7 +212,8 @@ back afterwards, so both come from one training run.
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--backbones", nargs="+", default=["resnet18", "mobilenet_v2"], choices=["resnet18", "mobilenet_v2"])
+    ap.add_argument("--backbones", nargs="+", default=["resnet18", "mobilenet_v2"],
+                    choices=["resnet18", "mobilenet_v2"])
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="ResNet-18's seeds")
     ap.add_argument("--mnv2-seeds", type=int, nargs="+", default=[0, 1], help="MobileNetV2's (slower at 64 px)")
     ap.add_argument("--epochs", type=int, default=8)
@@ -219,28 +222,33 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--data-seed", type=int, default=0)
     ap.add_argument("--out", type=Path, default=OUT)
     args = ap.parse_args(argv)
-    args.sizes = {"resnet18": 32, "mobilenet_v2": 64}  # the study's default size; MobileNetV2 as transfer_imagenet runs it
+    args.sizes = {"resnet18": 32, "mobilenet_v2": 64}  # the study's default; MobileNetV2 as transfer_imagenet runs it
     torch.set_num_threads(1)
     command = " ".join([".venv/bin/python benchmarks/bn_recalibration.py", *(sys.argv[1:] if argv is None else argv)])
     start = time.perf_counter()
+    sizes = {args.sizes[b] for b in args.backbones}
     data = {size: load_dataset("animals", image_size=size, seed=args.data_seed, ratio=1 / 11,
-                               cache_dir=ROOT / "results" / "cache") for size in {args.sizes[b] for b in args.backbones}}
+                               cache_dir=ROOT / "results" / "cache") for size in sizes}
     seeds = {"resnet18": args.seeds, "mobilenet_v2": args.mnv2_seeds}
-    runs = [run(b, seed, data[args.sizes[b]], args) for b in args.backbones for seed in seeds[b]]
-    summary = summarise(runs)
+    plan = [(b, seed) for b in args.backbones for seed in seeds[b]]
     d = next(iter(data.values()))
     k = d.num_classes
-    figures = {
-        "command": command, "wall_s": round(time.perf_counter() - start, 1),
-        "machine": f"{os.cpu_count()} cores shared with other engineers' jobs (noisy), no GPU",
-        "torch": torch.__version__, "python": platform.python_version(), "data_seed": args.data_seed,
-        "sizes": {b: args.sizes[b] for b in args.backbones},
-        "train_counts": dict(zip(d.classes, d.train.counts(k))), "val_counts": dict(zip(d.classes, d.val.counts(k))),
-        "test_counts": dict(zip(d.classes, d.test.counts(k))), "lr": args.lr, "batch_size": args.batch_size,
-        "epochs": args.epochs, "seeds": {b: seeds[b] for b in args.backbones}, "summary": summary,
-        "conclusion": " ".join(conclusion(b, s) for b, s in summary.items()), "runs": runs,
-    }
-    write(figures, args.out)
+    runs: list[dict] = []
+    for backbone, seed in plan:  # the report is rewritten after every run: an interrupted run keeps what it finished
+        runs.append(run(backbone, seed, data[args.sizes[backbone]], args))
+        summary = summarise(runs)
+        figures = {
+            "command": command, "wall_s": round(time.perf_counter() - start, 1),
+            "runs_done": f"{len(runs)} of {len(plan)}",
+            "machine": f"{os.cpu_count()} cores shared with other engineers' jobs (noisy), no GPU",
+            "torch": torch.__version__, "python": platform.python_version(), "data_seed": args.data_seed,
+            "sizes": {b: args.sizes[b] for b in args.backbones},
+            "train_counts": dict(zip(d.classes, d.train.counts(k))), "val_counts": dict(zip(d.classes, d.val.counts(k))),
+            "test_counts": dict(zip(d.classes, d.test.counts(k))), "lr": args.lr, "batch_size": args.batch_size,
+            "epochs": args.epochs, "seeds": {b: seeds[b] for b in args.backbones}, "summary": summary,
+            "conclusion": " ".join(conclusion(b, s) for b, s in summary.items()), "runs": runs,
+        }
+        write(figures, args.out)
     print(figures["conclusion"])
     print(f"wrote {args.out / 'bn_recalibration.json'} and {args.out / 'bn_recalibration.md'}")
     return 0

@@ -383,7 +383,8 @@ def test_stale_batchnorm_statistics_cause_mobilenet_v2s_one_class_answers() -> N
     loss = build_loss("ce", data.train.counts(2), data.minority)
     optimizer, generator = torch.optim.Adam(model.parameters(), lr=2e-3), torch.Generator().manual_seed(0)
     for _ in range(4):  # 28 steps
-        train_one_epoch(model, data.train.images, data.train.labels, loss, optimizer, batch_size=32, generator=generator)
+        train_one_epoch(model, data.train.images, data.train.labels, loss, optimizer, batch_size=32,
+                        generator=generator)
 
     def answers(split, train_mode: bool) -> torch.Tensor:
         model.train(train_mode)
