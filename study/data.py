@@ -42,6 +42,7 @@ PAPER_RATIO = 1 / 11  # 1000 cats : 11000 dogs
 CACHE_VERSION = 4
 DECODE_CHUNK = 64  # files per task of the decoding pool: large enough to amortise pickling, small for balance
 GPU_BATCH = 128  # JPEGs per nvjpeg call
+MAX_IMAGE_BYTES = 64 << 20  # a larger file is skipped unread, with the other unreadable ones
 
 
 @dataclass(frozen=True)
@@ -317,15 +318,30 @@ def build_digits_lt(
 # ---------------------------------------------------------------- folder (Kaggle layout): decoding
 
 
+def _too_large(path: Path) -> bool:
+    """Larger than MAX_IMAGE_BYTES (or gone): skipped unread, like an unreadable image."""
+    try:
+        return path.stat().st_size > MAX_IMAGE_BYTES
+    except OSError:
+        return True
+
+
 def _decode(path: Path, size: int) -> np.ndarray | None:
-    """One file -> uint8 3 x size x size (PIL, bilinear), or None when it is no readable image."""
+    """One file -> uint8 3 x size x size (PIL, bilinear), or None when it is no readable image: corrupt, truncated,
+    over MAX_IMAGE_BYTES, or over PIL's MAX_IMAGE_PIXELS (a decompression bomb)."""
     from PIL import Image, UnidentifiedImageError
 
+    if _too_large(path):
+        return None
     try:
-        with Image.open(path) as img:
-            img.load()  # raises on truncated or corrupt data
-            rgb = img.convert("RGB").resize((size, size), Image.BILINEAR)
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError):
+        with warnings.catch_warnings():
+            # PIL only warns between MAX_IMAGE_PIXELS and twice that; both are refused alike
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as img:
+                img.load()  # raises on truncated or corrupt data
+                rgb = img.convert("RGB").resize((size, size), Image.BILINEAR)
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError, Image.DecompressionBombError,
+            Image.DecompressionBombWarning):
         return None
     return np.asarray(rgb, dtype=np.uint8).transpose(2, 0, 1)
 
@@ -422,7 +438,7 @@ def _decode_jpegs(paths: list[Path], out: np.ndarray, device: str, progress: Cal
     ok = np.zeros(len(paths), dtype=bool)
     for start in range(0, len(paths), GPU_BATCH):
         batch = list(range(start, min(start + GPU_BATCH, len(paths))))
-        raws = {i: paths[i].read_bytes() for i in batch}
+        raws = {i: b"" if _too_large(paths[i]) else paths[i].read_bytes() for i in batch}  # b"": PIL skips it
         whole = [i for i in batch if _whole_jpeg(raws[i])]
         decoded = [(i, image) for i, image in zip(whole, _device_decode([raws[i] for i in whole], device))
                    if image is not None]
@@ -629,8 +645,8 @@ def load_dataset(
             _write_cache(cache, ds)
     skipped = ds.settings.get("skipped", [])
     if skipped:
-        warnings.warn(f"skipped {len(skipped)} corrupt, truncated or non-image files under {name.split(':', 1)[-1]} "
-                      f"(first: {skipped[0]})", DataWarning, stacklevel=2)
+        warnings.warn(f"skipped {len(skipped)} corrupt, truncated, oversized or non-image files under "
+                      f"{name.split(':', 1)[-1]} (first: {skipped[0]})", DataWarning, stacklevel=2)
     return Dataset(ds.name, ds.classes, ds.train, ds.val, ds.test,
                    settings={**settings, "cache": str(cache), "skipped": skipped})
 

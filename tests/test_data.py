@@ -317,10 +317,28 @@ def test_folder_skips_unreadable_files_in_one_warning(tmp_path: Path) -> None:
         ds = load_dataset(str(root), image_size=8, cache_dir=None)
     skipped = [w for w in caught if "skipped" in str(w.message)]
     assert len(skipped) == 1, [str(w.message) for w in caught]
-    assert re.search(rf"skipped 4 corrupt, truncated or non-image files under {re.escape(str(root))}",
-                     str(skipped[0].message))
+    assert re.search(rf"skipped 4 corrupt, truncated, oversized or non-image files under "
+                     rf"{re.escape(str(root))}", str(skipped[0].message))
     assert ds.train.counts(2) == [4, 4]  # 3 + whole.jpg cats; the corrupt dog is gone
     assert ds.val.counts(2) == [2, 2] and ds.test.counts(2) == [2, 2]
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_decompression_bombs_and_oversized_files_are_skipped_like_unreadable_ones(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, workers: int
+) -> None:
+    """PIL's DecompressionBombError (over twice MAX_IMAGE_PIXELS), its warning (between once and twice) and files over
+    MAX_IMAGE_BYTES: each skipped with the warning, never a traceback. The limits are shrunk so the files stay small."""
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)
+    monkeypatch.setattr(data, "MAX_IMAGE_BYTES", 4000)
+    root = tmp_path / "d"
+    (root / "train" / "dog").mkdir(parents=True)
+    for i, side in enumerate((20, 20, 20, 40, 100)):  # 400 px (kept), 1600 px (warning), 10,000 px (error)
+        Image.new("RGB", (side, side), (1, 2, 3)).save(root / "train" / "dog" / f"{i}.png")
+    (root / "train" / "dog" / "big.bmp").write_bytes(b"BM" + bytes(5000))  # over MAX_IMAGE_BYTES: never opened
+    files = sorted((p, 0) for p in (root / "train" / "dog").iterdir())
+    images, labels, skipped = data.decode_files(files, 8, "test", workers=workers)
+    assert sorted(p.name for p in skipped) == ["3.png", "4.png", "big.bmp"] and len(labels) == 3
 
 
 def test_folder_class_with_no_readable_image_names_it(tmp_path: Path) -> None:
@@ -493,7 +511,7 @@ def test_skipped_files_are_warned_on_every_cache_hit(tmp_path: Path, decodes: li
     (root / "train" / "dog" / "corrupt.png").write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(range(200)))
     for attempt in range(3):
         decodes.clear()
-        with pytest.warns(DataWarning, match=rf"skipped 1 corrupt, truncated or non-image files under "
+        with pytest.warns(DataWarning, match=rf"skipped 1 corrupt, truncated, oversized or non-image files under "
                                              rf"{re.escape(str(root))} \(first: .*corrupt\.png\)"):
             ds = load_dataset(str(root), image_size=8, cache_dir=tmp_path / "cache")
         assert len(decodes) == (12 if attempt == 0 else 0), "decoded once, then read from the cache"
