@@ -211,30 +211,30 @@ def recalibrate_bn(
 ) -> None:
     """Recompute the running statistics of ``trained_batchnorms`` over ``images`` with the weights fixed.
 
-    After a few hundred steps at momentum 0.1 the running statistics still mix in the first batches' (and the
+    At momentum 0.1 the running statistics lag the weights (after a few dozen steps they still hold much of the
     initial 0 / 1), so eval mode can answer one class while the same weights on batch statistics do well. This
     resets them and averages every batch's (momentum None), in one shuffled pass in train mode; frozen stages keep
     their transferred statistics (the layers after them learned on those). ``augment_mask``: flagged images are
     augmented as in training, from a fixed seed (the trial's generator is not touched). Batches are near-equal
-    in size, so the running mean is the set's exact mean; the running variance is the mean of batch variances.
+    in size (exactly equal: the running mean is the set's mean); the running variance is the mean of batch variances.
     Each module's mode and momentum are restored; a model without BatchNorm is left alone.
     """
     layers = trained_batchnorms(model)
     if not layers or len(images) == 0:
         return
-    modes, momenta = {m: m.training for m in model.modules()}, [m.momentum for m in layers]
-    model.train()
-    for module in frozen_modules(model):
-        module.eval()
-    for m in layers:
-        m.reset_running_stats()
-        m.momentum = None  # cumulative average over the pass's batches
     if augment_mask is not None and not bool(augment_mask.any()):
         augment_mask = None
     n, amp = len(images), autocast(device)
     order = torch.randperm(n, generator=torch.Generator(images.device).manual_seed(0), device=images.device)
-    aug_gen = torch.Generator(device).manual_seed(0)
+    aug_gen = torch.Generator(device).manual_seed(0) if augment_mask is not None else None
+    modes, momenta = {m: m.training for m in model.modules()}, [m.momentum for m in layers]
     try:
+        model.train()
+        for module in frozen_modules(model):
+            module.eval()
+        for m in layers:
+            m.reset_running_stats()
+            m.momentum = None  # cumulative average over the pass's batches
         for idx in order.tensor_split(-(-n // batch_size)):  # near-equal batches: no batch of one (1 x 1 maps)
             x = to_input(images[idx], device)
             if augment_mask is not None:
