@@ -327,8 +327,8 @@ def paper_section(table: list[dict[str, Any]]) -> list[str]:
 
 def _metrics_table(table: list[dict[str, Any]], minority: str) -> list[str]:
     cols = ["approach", "seeds", "test macro-F1", "95 % interval", f"{minority} recall", "balanced acc.",
-            "expected cost (argmax)", "expected cost (min. expected cost)", "test sampling error", "search val macro-F1",
-            "final config"]
+            "expected cost (argmax)", "expected cost (min. expected cost)", "test sampling error",
+            "search val macro-F1", "final config"]
     lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     for r in table:
         cells = [r["approach"], str(r["n_seeds"]), _num(r[f"{TEST_MACRO_F1}_mean"]), _ci(r, TEST_MACRO_F1),
@@ -349,12 +349,12 @@ def _verdict_table(table: list[dict[str, Any]]) -> list[str]:
     cols = ["approach", "verdict", "P(better)", "P(equivalent)", "P(worse)", "Δ macro-F1 [95 % posterior]",
             "paired seeds", "min. detectable Δ", "noise floor", "p t-test", "p Wilcoxon", "p Holm"]
     lines = ["## Verdicts against `baseline`", "",
-             f"Posterior of the mean paired difference (approach − {BASELINE}, over the seeds both ran): Student-t with "
-             f"n−1 df, scale sd·√(1/n + ρ/(1−ρ)) (ρ = n_test/n_train = {rho}: Nadeau & Bengio's correction for "
-             f"overlapping resplits, 0 for one fixed split). Region of practical equivalence {rope} macro-F1; a "
+             f"Posterior of the mean paired difference (approach − {BASELINE}, over the seeds both ran): "
+             f"Student-t with n−1 df, scale sd·√(1/n + ρ/(1−ρ)) (ρ = n_test/n_train = {rho}: Nadeau & Bengio's "
+             f"correction for overlapping resplits, 0 for one fixed split). Region of practical equivalence {rope} macro-F1; a "
              "verdict needs posterior probability ≥ 0.95, else it is undecided at this budget. Minimum detectable "
-             f"Δ: the true difference a paired t-test at {ALPHA} / (comparisons) detects with 80 % power at those seeds "
-             "and the observed paired SD. Noise floor: the standard error of macro-F1 from the test split's finite "
+             f"Δ: the true difference a paired t-test at {ALPHA} / (comparisons) detects with 80 % power at those "
+             "seeds and the observed paired SD. Noise floor: the standard error of macro-F1 from the test split's finite "
              "size alone (bootstrap over its images). The paired t-test, Wilcoxon and Holm's adjustment are for "
              "reference only: nominal only under a fixed seed count, which a race does not have.", "",
              "| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
@@ -375,7 +375,8 @@ def _front_section(table: list[dict[str, Any]]) -> list[str]:
     for label, names in found.items():
         key = COST if label.startswith("argmax") else MEC_COST
         by = {r["approach"]: r for r in table}
-        points = ", ".join(f"{n} (F1 {by[n][f'{TEST_MACRO_F1}_mean']:.3f}, cost {by[n][f'{key}_mean']:.3f})" for n in names)
+        points = ", ".join(f"{n} (F1 {by[n][f'{TEST_MACRO_F1}_mean']:.3f}, cost {by[n][f'{key}_mean']:.3f})"
+                           for n in names)
         lines.append(f"- {label}: {points}")
     return lines + ["", "![F1-cost front](front.png)", ""]
 
@@ -483,7 +484,8 @@ def curves_figure(uri: str, approaches: list[Approach]) -> Figure:
     source = "confirm runs, mean over seeds" if any(a.confirm for a in approaches) else "best search trial"
     for ax, a in zip(axes.flat, approaches):
         twin = ax.twinx()
-        for target, (label, train_key, val_key), colour in ((twin, CURVES[0], "tab:orange"), (ax, CURVES[1], "tab:blue")):
+        panels = ((twin, CURVES[0], "tab:orange"), (ax, CURVES[1], "tab:blue"))  # loss on the log twin
+        for target, (label, train_key, val_key), colour in panels:
             for key, style in ((train_key, "--"), (val_key, "-")):
                 steps, values = _curve(uri, _curve_runs(a), key)
                 if steps:
@@ -543,7 +545,8 @@ def mark_parents(uri: str, approaches: list[Approach], table: list[dict[str, Any
     for a, row in zip(approaches, table):
         store.set_description(uri, a.parent.run_id, describe(row))
         if row["verdict"]:
-            store.set_verdict(uri, a.parent.run_id, row["verdict"], f"{a.name} · {row['verdict']} · {a.parent.study_id}")
+            name = f"{a.name} · {row['verdict']} · {a.parent.study_id}"
+            store.set_verdict(uri, a.parent.run_id, row["verdict"], name)
 
 
 def write_report(uri: str, experiment: str, out_dir: Path, study_id: str | None = None,
@@ -579,8 +582,8 @@ def _rope(text: str) -> float:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = Parser(prog="python -m study.report", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
-                allow_abbrev=False)
+    ap = Parser(prog="python -m study.report", description=__doc__, allow_abbrev=False,
+                formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--space", required=True, help="the space (MLflow experiment) to summarise")
     ap.add_argument("--tracking-uri", default=store.DEFAULT_TRACKING_URI,
                     help=f"MLflow tracking URI (default {store.DEFAULT_TRACKING_URI})")

@@ -128,7 +128,8 @@ def verdict(diffs: Sequence[float], rope: float = 0.02, threshold: float = 0.95,
     else:
         # scipy.special's t functions, not a frozen stats.t: a race simulation calls this thousands of times
         df, scale = n - 1, sd * math.sqrt(1 / n + rho / (1 - rho))
-        better, worse = float(special.stdtr(df, (mean - rope) / scale)), float(special.stdtr(df, (-rope - mean) / scale))
+        better = float(special.stdtr(df, (mean - rope) / scale))
+        worse = float(special.stdtr(df, (-rope - mean) / scale))
         half = float(special.stdtrit(df, 0.975)) * scale
         low, high = mean - half, mean + half
     equivalent = max(0.0, 1.0 - better - worse)
@@ -265,8 +266,8 @@ def two_level_bootstrap(y_true: Sequence[Sequence], pred_a: Sequence[Sequence], 
                         n_boot: int = 2000, seed: int = 0, confidence: float = 0.95) -> tuple[float, float, float]:
     """``(delta, low, high)``: the mean over seeds of macro-F1(a) - macro-F1(b) and its percentile interval
     from a two-level bootstrap (widened to t tails, see below): resample the seeds (pairs) with replacement,
-    then the test images within each drawn seed (a and b on the same images), so both the seed-to-seed and the test-split
-    variance are in it (pooling every seed's images and resampling rows leaves the first out).
+    then the test images within each drawn seed (a and b on the same images), so both the seed-to-seed and the
+    test-split variance are in it (pooling every seed's images and resampling rows leaves the first out).
 
     One entry per seed in each argument (seeds may have different test splits and sizes). Vectorised:
     an image resample of a seed is a multinomial draw over its (true, a, b) cells, so no loop runs

@@ -193,7 +193,8 @@ def test_summary_md_states_verdicts_budget_and_noise_floor(written):
     assert "| focal | 5 |" in md and "gamma=2, lr=0.001234" in md
     assert f"- focal is **better** than baseline: Δ {float(focal['delta_vs_baseline']):+.3f}" in md
     assert f"| focal | better | {float(focal['p_better']):.3f} |" in md
-    assert f"| 5 (0 1 2 3 4) | {float(focal['min_detectable_difference']):.3f} | {float(focal['test_sampling_error']):.3f} |" in md
+    mdd, floor = float(focal["min_detectable_difference"]), float(focal["test_sampling_error"])
+    assert f"| 5 (0 1 2 3 4) | {mdd:.3f} | {floor:.3f} |" in md
     assert "Region of practical equivalence ±0.03" in md and "ρ = n_test/n_train = 0.1" in md
     assert "for reference only: nominal only under a fixed seed count" in md
     assert f"- class_weight is **{table['class_weight']['verdict']}" in md
@@ -211,7 +212,8 @@ def test_the_front_is_what_no_other_approach_dominates(written):
     table = _table(written)
     points = {r["approach"]: (float(r["test_macro_f1_mean"]), float(r["test_expected_cost_mean"])) for r in table}
     line = next(x for x in (written / "summary.md").read_text().splitlines() if x.startswith("- argmax decisions: "))
-    assert [part.split(" (")[0] for part in line[len("- argmax decisions: "):].split("), ")] == report.pareto_front(points)
+    listed = [part.split(" (")[0] for part in line[len("- argmax decisions: "):].split("), ")]
+    assert listed == report.pareto_front(points)
 
 
 def test_forest_plot_and_small_multiples(study, written):
@@ -249,7 +251,8 @@ def test_parents_carry_the_verdict_idempotently(study, written, tmp_path):
     report.write_report(uri, "all", tmp_path)  # twice: the same names, tags and descriptions
     by = {p.approach: p for p in store.parents(uri, "all", STUDY)}
     assert by["focal"].name == f"focal · better · {STUDY}" and by["focal"].tags["verdict"] == "better"
-    assert "**Verdict against baseline: better** (ROPE ±0.03 macro-F1, 5 paired seeds)" in by["focal"].tags[store.DESCRIPTION_TAG]
+    description = by["focal"].tags[store.DESCRIPTION_TAG]
+    assert "**Verdict against baseline: better** (ROPE ±0.03 macro-F1, 5 paired seeds)" in description
     assert "verdict" not in by["baseline"].tags and by["baseline"].name == f"baseline · {STUDY}"
     assert "test macro-F1" in by["baseline"].tags[store.DESCRIPTION_TAG]
 
@@ -260,7 +263,8 @@ def test_a_space_without_baseline_gives_no_verdict(study, tmp_path):
     assert "it gives **no verdict against the baseline**" in md and "## Verdicts against" not in md
     row = {r["approach"]: r for r in _table(tmp_path)}["focal"]
     assert row["verdict"] == "" and row["p_better"] == ""
-    assert f"  - focal: test macro-F1 {float(row['test_macro_f1_mean']):.3f} [{float(row['test_macro_f1_ci_low']):.3f}, " in md
+    mean, low = float(row["test_macro_f1_mean"]), float(row["test_macro_f1_ci_low"])
+    assert f"  - focal: test macro-F1 {mean:.3f} [{low:.3f}, " in md
     assert all("verdict" not in p.tags for p in store.parents(study["uri"], "nobase"))
 
 
@@ -269,7 +273,6 @@ def test_the_rope_flag_overrides_the_study_tag(study, tmp_path, capsys):
     assert cli(report.main, argv) == 0
     rows = {r["approach"]: r for r in _table(tmp_path / "all")}
     assert rows["focal"]["rope"] == "0.3" and rows["class_weight"]["verdict"] == "practically equivalent"
-    report.write_report(study["uri"], "all", tmp_path / "again")  # the tags again, for the tests after this one
 
 
 def test_importance_attached_to_each_parent(study, written):
@@ -298,7 +301,8 @@ def test_an_older_study_by_id(study, tmp_path):
 
 def test_describe_for_the_parent_run(written):
     row = {r["approach"]: r for r in _table(written)}["focal"]
-    row = {k: float(v) if k.startswith(("test_", "p_", "delta", "rope")) else v for k, v in row.items()} | {"n_seeds": 5}
+    numeric = ("test_", "p_", "delta", "rope")
+    row = {k: float(v) if k.startswith(numeric) else v for k, v in row.items()} | {"n_seeds": 5}
     text = report.describe(row)
     assert "gamma=2, lr=0.001234" in text
     assert (f"test macro-F1 {row['test_macro_f1_mean']:.3f}, 95 % interval [{row['test_macro_f1_ci_low']:.3f}, "
@@ -309,11 +313,14 @@ def test_describe_for_the_parent_run(written):
 
 
 @pytest.mark.parametrize(("args", "message"), [
-    (["--space", "nope"], r"^error: no MLflow experiment 'nope' at sqlite:///.*; experiments there: Default, all, nobase, single, stuck$"),
-    (["--space", "all", "--study-id", "s-x"], r"^error: unknown study id 's-x' in experiment 'all'; studies there: s-new, s-old$"),
+    (["--space", "nope"],
+     r"^error: no MLflow experiment 'nope' at sqlite:///.*; experiments there: Default, all, nobase, single, stuck$"),
+    (["--space", "all", "--study-id", "s-x"],
+     r"^error: unknown study id 's-x' in experiment 'all'; studies there: s-new, s-old$"),
     (["--space", "stuck"], r"^error: experiment 'stuck' has no finished approach yet \(focal KILLED\)$"),
     (["--space", "all", "--rope", "abc"], r"^error: argument --rope: not a number: 'abc'$"),
-    (["--space", "all", "--rope", "1.5"], r"^error: argument --rope: must be in \[0, 1\) \(a macro-F1 difference\), got 1.5$"),
+    (["--space", "all", "--rope", "1.5"],
+     r"^error: argument --rope: must be in \[0, 1\) \(a macro-F1 difference\), got 1.5$"),
     (["--space", "all", "--bogus"], r"^error: unrecognized arguments: --bogus$"),
     (["--space"], r"^error: argument --space: expected one argument$"),
 ])
