@@ -38,9 +38,11 @@ def searched_trials(num_samples: int, n_params: int) -> int:
     return math.ceil(num_samples * (1 + (n_params - 1) / 2))
 
 
-def trial_count(num_samples: int, n_params: int, n_points: int) -> int:
-    """An approach's whole search: its fixed points first, then the searched part (at least one trial)."""
-    return max(1, n_points + searched_trials(num_samples, n_params))
+def trial_count(num_samples: int, n_params: int, n_points: int, cap: int | None = None) -> int:
+    """An approach's whole search: its fixed points first, then the searched part (at least one trial);
+    ``cap`` (``--smoke``) cuts it to its first trials."""
+    count = max(1, n_points + searched_trials(num_samples, n_params))
+    return min(count, cap) if cap else count
 
 
 def rungs(grace_period: int, reduction_factor: int, max_t: int) -> list[int]:

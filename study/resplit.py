@@ -40,5 +40,6 @@ def resplit(ds: Dataset, seed: int) -> Dataset:
 
 
 def overlap_rho(ds: Dataset) -> float:
-    """Nadeau and Bengio's correlation of resplit estimates: n_test / n_train."""
-    return len(ds.test) / len(ds.train)
+    """The correlation of resplit estimates in Nadeau and Bengio's correction, as Corani and Benavoli's correlated
+    t-test writes it: rho = n_test / (n_test + n_train), so that the variance factor rho / (1 - rho) = n_test / n_train."""
+    return len(ds.test) / (len(ds.test) + len(ds.train))

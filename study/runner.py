@@ -24,6 +24,7 @@ from study.plan import Plan
 from study.spaces import Space
 
 SMOKE_LARGEST_CLASS = 40  # --smoke: at most this many images per class and split
+SMOKE_TRIALS = 2  # --smoke: search trials per approach (its first points)
 EVAL_COST_N = 10.0  # more than two classes: the third seed's generator, largest cost n = 10 as in its paper
 
 
@@ -127,7 +128,8 @@ def searches(plan: Plan, data: Dataset, eval_costs: np.ndarray) -> dict[str, Any
         points, resolved, widened = space.resolve_points(context)
         for line in widened:
             print(line, flush=True)
-        trials = race.trial_count(plan.budget.num_samples, len(space.params), len(points))
+        trials = race.trial_count(plan.budget.num_samples, len(space.params), len(points),
+                                  cap=SMOKE_TRIALS if plan.smoke else None)
         out[space.name] = Search(resolved.define_by_run(constants(plan, space)), points, trials)
     return out
 
@@ -308,6 +310,7 @@ def _ledger_io(plan: Plan) -> tuple[race.Ledger, Any]:
 
 def _phases(plan: Plan, splits: dict[int, Dataset], eval_costs: np.ndarray, bank: dict, trackers: dict) -> list:
     from study import engine
+    from study.resplit import overlap_rho
     from study.trainable import CHECKPOINT_FILE, train_trial
 
     data = splits[plan.seed]
@@ -330,7 +333,7 @@ def _phases(plan: Plan, splits: dict[int, Dataset], eval_costs: np.ndarray, bank
         if not ledger.candidates:
             ledger.candidates, ledger.chosen_by = choose(ranked, raced)
             save(ledger)
-        rho = len(data.test) / len(data.train) if resplits(plan) else 0.0
+        rho = overlap_rho(data) if resplits(plan) else 0.0
         confirmed = run_race(plan, setup, ledger, rho, save)
         ledger.finished = True
         save(ledger)
@@ -385,6 +388,7 @@ def _guarded(plan: Plan, splits: dict[int, Dataset], eval_costs: np.ndarray, ban
     """Ray, the study's records and its phases inside the guard that closes every open run."""
     from study import engine, store
     from study.plan import FINISHED_FILE, PLAN_FILE, save_plan, study_file
+    from study.resplit import overlap_rho
 
     data = splits[plan.seed]
     print(f"data: {data.summary()}; minority: {data.minority_name}", flush=True)
@@ -399,8 +403,7 @@ def _guarded(plan: Plan, splits: dict[int, Dataset], eval_costs: np.ndarray, ban
         trackers = {a: store.Tracker(**t) for a, t in tracker_settings(plan, data).items()}  # parent runs first
         for tracker in trackers.values():
             tracker.client.set_tag(tracker.parent_id, "rope", str(plan.confirm.rope))
-            tracker.client.set_tag(tracker.parent_id, "split_rho",
-                                   str(len(data.test) / len(data.train) if resplits(plan) else 0.0))
+            tracker.client.set_tag(tracker.parent_id, "split_rho", str(overlap_rho(data) if resplits(plan) else 0.0))
             tracker.client.log_dict(tracker.parent_id, {"eval_costs": eval_costs.tolist(), "classes": list(data.classes)},
                                     "eval_costs.json")
             tracker.client.log_text(tracker.parent_id, plan.to_json(), PLAN_FILE)
