@@ -22,13 +22,15 @@ from typing import Sequence
 
 from costsens import cli, tabular
 from costsens.learners import MIN_LEAF_WEIGHT
+from study import paths
+from study.errors import Parser, StudyError, fail
 
 DEFAULT_OUT = Path("results/cost_sensitive.md")
 DEFAULT_SEED = 2013
 
 
-def parser() -> cli.Parser:
-    ap = cli.Parser(prog="python -m costsens.report", description=__doc__,
+def parser() -> Parser:
+    ap = Parser(prog="python -m costsens.report", description=__doc__,
                     formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", type=Path, default=DEFAULT_OUT, help=f"markdown report to write (default: {DEFAULT_OUT})")
     ap.add_argument("--repetitions", type=int, default=10, help="splits / cost draws per protocol (default: 10)")
@@ -46,11 +48,10 @@ def parser() -> cli.Parser:
 def checked(argv: Sequence[str]) -> tuple[argparse.Namespace, list[tabular.Table]]:
     """Parse and check every flag, then read every data set: all before scikit-learn loads."""
     args = parser().parse_args(argv)
-    args.out = args.out.expanduser()
     cli.at_least("--repetitions", args.repetitions, 2, " (a standard deviation needs two)")
     cli.seed(args.seed)
     cli.finite_non_negative("--min-leaf-weight", args.min_leaf_weight)
-    cli.writable_file("--out", args.out)
+    args.out = paths.output_file(args.out, "--out")  # a FIFO or a device would hang or be replaced
     if not args.datasets and args.ann_dir is None:
         raise cli.FlagError("nothing to run: give --datasets or --ann-dir")
     tables = [tabular.load(n) for n in args.datasets]
@@ -63,8 +64,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
         args, tables = checked(argv)
-    except (cli.FlagError, tabular.TabularDataError) as err:
-        return cli.fail(err)
+    except StudyError as err:
+        return fail(err)
     from costsens.experiment import PROTOCOLS, run_experiment  # scikit-learn: only once the flags are good
     from costsens.markdown import render
 

@@ -13,10 +13,14 @@ integer labels ``0 .. k-1`` in the order of ``classes``.
 from __future__ import annotations
 
 import importlib.util
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
+from study import paths
+from study.errors import StudyError
 
 ANN_FILES = ("ann-train.data", "ann-test.data")
 ANN_FEATURES = 21  # 15 binary + 6 continuous
@@ -32,9 +36,10 @@ GLASS_TYPES = {
 # hypothyroid.data.txt: class first, then sex M/F, f/t flags, y/n "measured" flags, numbers, '?'
 TOKENS = {"?": np.nan, "f": 0.0, "t": 1.0, "n": 0.0, "y": 1.0, "F": 0.0, "M": 1.0}
 DATASETS = ("hypothyroid", "glass")
+MAX_BYTES = 64 * 2**20  # the largest data file read (the paper's ann files are 0.5 MB together)
 
 
-class TabularDataError(ValueError):
+class TabularDataError(StudyError):
     """A data file is missing or malformed: one line naming the file, the line and the rule."""
 
 
@@ -70,9 +75,12 @@ def _token(value: str, where: str) -> float:
     if value in TOKENS:
         return TOKENS[value]
     try:
-        return float(value)
+        number = float(value)
     except ValueError:
-        raise TabularDataError(f"{where}: expected a number, '?', f/t, y/n or M/F, but got {value!r}") from None
+        number = math.nan  # refused below, with the same message as 'inf'
+    if not math.isfinite(number):  # float() takes 'inf' and 'nan'; missing values are '?'
+        raise TabularDataError(f"{where}: expected a finite number, '?', f/t, y/n or M/F, but got {value!r}")
+    return number
 
 
 def read_hypothyroid(path: Path | None = None) -> Table:
@@ -125,7 +133,10 @@ def read_ann_file(path: Path | str) -> tuple[np.ndarray, np.ndarray]:
         try:
             values = [float(v) for v in parts]
         except ValueError:
-            raise TabularDataError(f"{path}:{n}: expected numbers, but got {line.strip()!r}") from None
+            raise TabularDataError(f"{path}:{n}: expected numbers, but got {line.strip()[:200]!r}") from None
+        bad = next((p for p, v in zip(parts, values) if not math.isfinite(v)), None)
+        if bad is not None:
+            raise TabularDataError(f"{path}:{n}: expected finite numbers, but got {bad!r}")
         if values[-1] not in (1.0, 2.0, 3.0):
             raise TabularDataError(f"{path}:{n}: class must be 1, 2 or 3, but got {parts[-1]!r}")
         rows.append(values[:-1])
@@ -143,6 +154,8 @@ def read_ann(path: Path | str) -> Table:
             raise TabularDataError(f"no ann thyroid files in {path}: expected {' and/or '.join(ANN_FILES)}")
     elif path.is_file():
         files = [path]
+    elif path.exists():
+        raise TabularDataError(f"ann thyroid path {path} is neither a folder nor a regular file")
     else:
         raise TabularDataError(f"ann thyroid path does not exist: {path}")
     parts = [read_ann_file(f) for f in files]
@@ -160,9 +173,11 @@ def load(name: str) -> Table:
 
 
 def _lines(path: Path) -> list[str]:
-    if not path.is_file():
+    """The file's non-blank lines: a regular UTF-8 text file of at most MAX_BYTES (a FIFO or a device would hang)."""
+    if not path.exists():
         raise TabularDataError(f"data file not found: {path}")
-    lines = [ln for ln in path.read_text(encoding="utf-8", errors="strict").splitlines() if ln.strip()]
+    text = paths.read_text(path, MAX_BYTES, TabularDataError, f"data file {path}")
+    lines = [ln for ln in text.splitlines() if ln.strip()]
     if not lines:
         raise TabularDataError(f"data file is empty: {path}")
     return lines

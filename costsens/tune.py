@@ -5,14 +5,19 @@
 Each trial draws one cost matrix of a kind (none, consistent, inconsistent) with the paper's
 generator, trains the entropy tree with it (direct rescaling, or one-vs-one when inconsistent)
 on ``--repetitions`` stratified 1:1 splits, and reports, per repetition, accuracy and recall /
-precision of the smallest class and the expected cost. MLflow gets a parent run per study (the
-mean of each kind) and a child run per matrix (step = repetition), written by the driver once
-the trials are done.
+precision of the smallest class and the expected cost. MLflow gets a parent run per study, opened
+before the trials (the mean of each kind), and a child run per matrix (step = repetition), written
+by the driver once the trials are done. Ctrl-C or SIGTERM stops the study: its parent run ends
+KILLED, exit 130 / 143; a study of seconds to minutes is rerun, not resumed.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
+import secrets
+import shlex
+import signal
 import sys
 import time
 from pathlib import Path
@@ -21,6 +26,8 @@ from typing import Any, Sequence
 import numpy as np
 
 from costsens import cli, tabular
+from study import paths
+from study.errors import Parser, StudyError, fail
 
 KINDS = ("none", "consistent", "inconsistent")
 SUMMARY = ("test_accuracy", "test_minority_recall", "test_minority_precision", "test_expected_cost")
@@ -31,8 +38,8 @@ ARTIFACTS = Path("results/mlartifacts")  # where a sqlite store keeps artifacts,
 BATCH = 1000  # MLflow's most metrics per log_batch
 
 
-def parser() -> cli.Parser:
-    ap = cli.Parser(prog="python -m costsens.tune", description=__doc__,
+def parser() -> Parser:
+    ap = Parser(prog="python -m costsens.tune", description=__doc__,
                     formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--dataset", default="glass",
                     help=f"packaged data set: {', '.join(tabular.DATASETS)} (default glass, 6 classes); or --ann-dir")
@@ -45,32 +52,79 @@ def parser() -> cli.Parser:
     return ap
 
 
+def db_folder(uri: str) -> Path | None:
+    """The folder of a ``sqlite:///`` URI's file, which the study makes when missing (as it does the storage)."""
+    db = uri[len("sqlite:///"):] if uri.startswith("sqlite:///") else ""
+    try:
+        return Path(db).expanduser().resolve().parent if db else None
+    except (RuntimeError, OSError):  # a symlink loop: study.paths names it
+        return None
+
+
 def checked(argv: Sequence[str]) -> tuple[argparse.Namespace, tabular.Table]:
     """Parse and check every flag, then read the data set: all before Ray, MLflow and scikit-learn load."""
     args = parser().parse_args(argv)
     cli.at_least("--num-samples", args.num_samples, 1)
     cli.at_least("--repetitions", args.repetitions, 1)
     cli.seed(args.seed)
-    cli.writable_dir("--storage-path", args.storage_path)
-    cli.tracking_uri(args.tracking_uri)
+    args.storage_path = paths.output_folder(args.storage_path, "--storage-path")
+    args.tracking_uri = paths.tracking_uri(args.tracking_uri, creates=db_folder(args.tracking_uri))  # made absolute
     table = tabular.read_ann(args.ann_dir.expanduser()) if args.ann_dir else tabular.load(args.dataset)
     return args, table
 
 
-def log_runs(uri: str, study_id: str, table: tabular.Table, grid: Any, kinds: list[str]) -> dict[str, dict[str, float]]:
-    """One parent run for the study, one child run per matrix with its metrics per repetition; the means per kind."""
-    from mlflow.entities import Metric, Param
-    from mlflow.tracking import MlflowClient
+class Pause:
+    """SIGINT and SIGTERM stop the study: SIGTERM raises KeyboardInterrupt as SIGINT does (an ignored SIGINT, a
+    background job's, stays ignored); after :meth:`defer` (the finish, the clean-up) a signal is only recorded."""
 
-    client = MlflowClient(tracking_uri=uri)
-    found = client.get_experiment_by_name(EXPERIMENT)
-    location = (ARTIFACTS / EXPERIMENT).resolve().as_uri() if uri.startswith("sqlite:") else None
-    experiment = found.experiment_id if found else client.create_experiment(EXPERIMENT, artifact_location=location)
+    def __init__(self) -> None:
+        self.signum: int | None = None
+        self.deferring = False
+        self._previous = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+
+    def _on_signal(self, signum: int, frame: Any) -> None:
+        self.signum = self.signum or signum
+        if not self.deferring:
+            raise KeyboardInterrupt
+
+    def install(self) -> None:
+        """Handle SIGTERM (again after ``ray.init``, which sets a handler that exits)."""
+        signal.signal(signal.SIGTERM, self._on_signal)
+
+    def defer(self) -> None:
+        self.deferring = True
+        signal.signal(signal.SIGTERM, self._on_signal)
+        if self._previous[signal.SIGINT] is not signal.SIG_IGN:
+            signal.signal(signal.SIGINT, self._on_signal)
+
+    def restore(self) -> None:
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)
+
+    @property
+    def code(self) -> int:
+        """130 for SIGINT (Python's KeyboardInterrupt records nothing), 143 for SIGTERM."""
+        return 128 + (self.signum or signal.SIGINT)
+
+
+def new_study_id(dataset: str) -> str:
+    """Unique even for two studies started in the same second (a random suffix): they would share one Ray folder."""
+    return f"{dataset}-{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(3)}"
+
+
+def kinds_of(table: tabular.Table) -> list[str]:
+    return [k for k in KINDS if k != "inconsistent" or len(table.classes) >= 3]  # every 2x2 matrix is consistent
+
+
+def log_runs(client: Any, experiment: str, parent_id: str, study_id: str, table: tabular.Table,
+             grid: Any) -> dict[str, dict[str, float]]:
+    """One child run per matrix with its metrics per repetition under the parent, which gets the means per kind
+    and ends; the means."""
+    from mlflow.entities import Metric, Param
+
     tags = {"study_id": study_id, "approach": table.name}
-    parent = client.create_run(experiment, run_name=f"{table.name} · {study_id}", tags={**tags, "role": "parent"})
-    parent_id = parent.info.run_id
     means: dict[str, dict[str, float]] = {}
-    for kind in kinds:
+    for kind in kinds_of(table):
         results = [r for r in grid if r.config["kind"] == kind]
         for n, result in enumerate(results):
             child = client.create_run(experiment, run_name=f"{kind}-{n}", tags={
@@ -95,38 +149,73 @@ def log_runs(uri: str, study_id: str, table: tabular.Table, grid: Any, kinds: li
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
     try:
-        args, table = checked(list(sys.argv[1:] if argv is None else argv))
-    except (cli.FlagError, tabular.TabularDataError) as err:
-        return cli.fail(err)
-    import ray  # Ray, MLflow and scikit-learn load only once the flags are good
-    from ray import tune
+        args, table = checked(argv)
+    except StudyError as err:
+        return fail(err)
+    return run(args, table, argv)
 
-    from costsens.experiment import matrix_trial
 
-    uri = args.tracking_uri
-    db = cli.sqlite_path(uri)
-    if db is not None:
-        db.parent.mkdir(parents=True, exist_ok=True)
-        uri = f"sqlite:///{db}"
-    kinds = [k for k in KINDS if k != "inconsistent" or len(table.classes) >= 3]  # every 2x2 matrix is consistent
-    study_id = f"{table.name}-{time.strftime('%Y%m%d-%H%M%S')}"
-    ray.init(address="local", include_dashboard=False, logging_level="WARNING")
+def run(args: argparse.Namespace, table: tabular.Table, argv: list[str]) -> int:
+    """The study: the parent run first, then the trials, then a child run per matrix. SIGINT or SIGTERM stops it
+    (parent KILLED, exit 130/143; nothing resumes it, the line says what to rerun); a signal during the
+    finish (logging the trials' runs) waits until the finish is done."""
+    from study import store
+
+    pause = Pause()
+    pause.install()
+    uri, parent = args.tracking_uri, None
+    study_id = new_study_id(table.name)
     try:
-        grid = tune.Tuner(
-            tune.with_parameters(matrix_trial, table=table),
-            param_space={"kind": tune.grid_search(kinds), "matrix_seed": tune.randint(0, 2**31 - 1),
-                         "seed": args.seed, "repetitions": args.repetitions, "dataset": table.name},
-            tune_config=tune.TuneConfig(num_samples=args.num_samples),
-            run_config=tune.RunConfig(name=study_id, storage_path=str(args.storage_path.expanduser().resolve()), verbose=1),
-        ).fit()
+        store.prepare_store(uri)  # created and migrated once, under a lock: two first runs at once race otherwise
+        client = store.client(uri)
+        experiment = store.ensure_experiment(client, EXPERIMENT, ARTIFACTS if uri.startswith("sqlite:") else None)
+        tags = {"study_id": study_id, "approach": table.name, "role": "parent"}
+        parent = client.create_run(experiment, run_name=f"{table.name} · {study_id}", tags=tags).info.run_id
+        grid = fit(args, table, study_id, pause)
+        pause.defer()
+        means = log_runs(client, experiment, parent, study_id, table, grid)
+    except KeyboardInterrupt:
+        pause.defer()  # a second Ctrl-C must not break the clean-up
+        if parent is not None:
+            store.end_run(uri, parent, "KILLED")
+        print(f"interrupted: costsens.tune study {study_id} stopped, its parent run KILLED; it does not resume: rerun "
+              f"`python -m costsens.tune {shlex.join(argv)}` for a new study", file=sys.stderr)
+        return pause.code
+    except BaseException:
+        if parent is not None:
+            store.end_run(uri, parent, "FAILED")
+        raise
     finally:
-        ray.shutdown()
-    means = log_runs(uri, study_id, table, grid, kinds)
+        pause.restore()
     print(f"{table.name}: mean over matrices and repetitions (accuracy / minority recall / minority precision / expected cost)")
     for kind, values in means.items():
         print(f"  {kind:13s} " + " / ".join(f"{v:.4f}" for v in values.values()))
     return 0 if grid.num_errors == 0 else 1
+
+
+def fit(args: argparse.Namespace, table: tabular.Table, study_id: str, pause: Any) -> Any:
+    """The Tune study's ResultGrid; Ray runs only inside this call."""
+    import ray  # Ray and scikit-learn load only once the flags are good
+    from ray import tune
+
+    from costsens.experiment import matrix_trial
+
+    # Ray Tune's own SIGINT handler ends fit() normally, as if the study were done: ours raises KeyboardInterrupt
+    os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = "1"
+    ray.init(address="local", include_dashboard=False, logging_level="WARNING")
+    try:
+        pause.install()  # ray.init replaced the SIGTERM handler with one that exits
+        return tune.Tuner(
+            tune.with_parameters(matrix_trial, table=table),
+            param_space={"kind": tune.grid_search(kinds_of(table)), "matrix_seed": tune.randint(0, 2**31 - 1),
+                         "seed": args.seed, "repetitions": args.repetitions, "dataset": table.name},
+            tune_config=tune.TuneConfig(num_samples=args.num_samples),
+            run_config=tune.RunConfig(name=study_id, storage_path=str(args.storage_path), verbose=1),
+        ).fit()
+    finally:
+        ray.shutdown()
 
 
 if __name__ == "__main__":

@@ -70,12 +70,42 @@ def test_ann_reader_parses_values_exactly(tmp_path: Path) -> None:
         ("0.7 " + "0 " * 20 + "4\n", r"ann-train.data:1: class must be 1, 2 or 3, but got '4'"),
         ("0.7 " + "x " * 20 + "1\n", r"ann-train.data:1: expected numbers"),
         ("\n\n", r"data file is empty"),
+        ("0.7 " + "0 " * 19 + "inf 1\n", r"ann-train.data:1: expected finite numbers, but got 'inf'"),
+        ("0.7 " + "0 " * 19 + "-Infinity 1\n", r"ann-train.data:1: expected finite numbers, but got '-Infinity'"),
+        ("nan " + "0 " * 20 + "1\n", r"ann-train.data:1: expected finite numbers, but got 'nan'"),
     ],
 )
 def test_ann_reader_rejects_malformed_files(tmp_path: Path, text: str, message: str) -> None:
     (tmp_path / "ann-train.data").write_text(text)
     with pytest.raises(tabular.TabularDataError, match=message):
         tabular.read_ann(tmp_path)
+
+
+def test_ann_reader_rejects_a_file_that_is_not_utf8(tmp_path: Path) -> None:
+    (tmp_path / "ann-train.data").write_bytes(b"0.7 " + b"0 " * 20 + b"1\n\xff\xfe 1\n")
+    with pytest.raises(tabular.TabularDataError, match=r"ann-train.data: not UTF-8 text \(byte 46\)$"):
+        tabular.read_ann(tmp_path)
+
+
+@pytest.mark.parametrize(("value", "shown"), [("inf", "'inf'"), ("NaN", "'NaN'"), ("1e999", "'1e999'"), ("x", "'x'")])
+def test_glass_reader_rejects_values_that_are_not_finite(tmp_path: Path, value: str, shown: str) -> None:
+    path = tmp_path / "glass.data.txt"
+    path.write_text(f"1,1.52,13.6,4.49,1.1,71.78,0.06,8.75,{value},0,1\n")
+    with pytest.raises(tabular.TabularDataError, match=rf"glass.data.txt:1: expected a finite number, '\?', f/t, y/n or "
+                                                       rf"M/F, but got {shown}$"):
+        tabular.read_glass(path)
+
+
+def test_data_file_must_be_a_regular_file(tmp_path: Path) -> None:
+    import os
+
+    fifo = tmp_path / "ann-train.data"
+    os.mkfifo(fifo)
+    with pytest.raises(tabular.TabularDataError, match=r"ann thyroid path .*ann-train.data is neither a folder nor a "
+                                                       r"regular file"):
+        tabular.read_ann(fifo)  # reading a FIFO would hang
+    with pytest.raises(tabular.TabularDataError, match=r"data file .*ann-train.data: a FIFO, not a regular file$"):
+        tabular.read_ann_file(fifo)
 
 
 def test_ann_reader_missing_paths(tmp_path: Path) -> None:
