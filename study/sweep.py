@@ -2,11 +2,17 @@
 
     python -m study.sweep --space all --ratios 1:5,1:11,1:22,1:50 [any study.tune flag]
 
+    python -m study.sweep --resume --space all --ratios 1:5,1:11,1:22,1:50 [the same flags]
+
 Every ratio is a whole study (search, then confirmation seeds) on the same validation and test
 splits: ``--ratio`` only cuts the training split. Each ratio gets an MLflow run of its own, under
-which its approaches' parent runs nest; ``results/sweep/`` gets a table and a plot of test macro-F1
-and minority recall (mean and 95 % interval over the confirmation seeds) against the imbalance.
-Everything is checked before the first study starts.
+which its approaches' parent runs nest; ``results/sweep/`` (``--out``) gets a table and a plot of
+test macro-F1 and minority recall (mean and 95 % interval over the confirmation seeds) against the
+imbalance. Everything, ``--out`` included, is checked before the first study starts.
+
+Ctrl-C or SIGTERM pauses the sweep: the current ratio's study pauses, its run ends KILLED, exit
+130 / 143. ``--resume`` with the same flags skips the finished ratios and resumes the current one
+(the sweep's state is ``sweep.json`` in ``--out``; other flags are refused, each difference named).
 """
 
 from __future__ import annotations
@@ -14,13 +20,25 @@ from __future__ import annotations
 import argparse
 import csv
 import dataclasses
+import json
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
-from study.sources import DataError, parse_ratio
-from study.tune import USER_ERRORS, Parser, UsageError, preflight
+from study import paths
+from study.errors import Parser, StudyError, UsageError, fail
+from study.plan import Plan, is_finished
+from study.sources import parse_ratio
+from study.tune import parser as study_parser
+from study.tune import preflight, resumed
 
+STATE = "sweep.json"  # in --out: the sweep's id, flags and each ratio's study, run and rows
+LOCK = "sweep.lock"  # in --out: one driver per sweep
+OUTPUTS = ("summary.csv", "summary.md", "sweep.png", STATE, LOCK)
+RATIO_OUTPUTS = ("summary.csv", "summary.md", "comparison.png")  # what each ratio's study report writes
+# flags a resume may change: they move no result (where trials run, how much is printed)
+FREE_ON_RESUME = ("cpus_per_trial", "gpus_per_trial", "max_concurrent", "address", "verbose")
 FIELDS = ("ratio", "imbalance", "approach", "n_seeds", "test_macro_f1_mean", "test_macro_f1_ci_low", "test_macro_f1_ci_high",
           "test_minority_recall_mean", "test_minority_recall_ci_low", "test_minority_recall_ci_high", "study_id")
 
@@ -85,49 +103,171 @@ def write_outputs(rows: list[dict[str, str]], out: Path, command: str) -> None:
     (out / "summary.md").write_text("\n".join(lines))
 
 
-def main(argv: list[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
+def checked(argv: list[str]) -> tuple[argparse.Namespace, list[tuple[str, float, Plan]], Path]:
+    """Every ratio's plan and the output folder, all checked before anything runs or is written."""
     ap = Parser(prog="python -m study.sweep", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
                 add_help=False, allow_abbrev=False)
     ap.add_argument("--ratios", required=True, help="training minority:majority ratios, e.g. 1:5,1:11,1:22,1:50")
     ap.add_argument("--out", default=None, help="where the sweep's table and plot go (default <results-dir>/sweep)")
+    ap.add_argument("--resume", action="store_true", help="finish the paused sweep in --out (the same flags)")
+    args, rest = ap.parse_known_args(argv)
+    for flag in ("--ratio", "--counts", "--plan"):
+        if any(a == flag or a.startswith(f"{flag}=") for a in rest):
+            raise UsageError(f"{flag} cannot be used in a sweep: --ratios sets each study's ratio")
+    args.rest = rest
+    plans = [(label, ratio, preflight([*rest, "--ratio", label])) for label, ratio in parse_ratios(args.ratios)]
+    out = paths.output_folder(args.out or plans[0][2].results_dir / "sweep", "--out")
+    for name in OUTPUTS:
+        paths.output_file(out / name, "--out")
+    for label, _, _ in plans:
+        folder = paths.output_folder(report_dir(out, label), "--out")
+        for name in RATIO_OUTPUTS:
+            paths.output_file(folder / name, "--out")
+    return args, plans, out
+
+
+def report_dir(out: Path, label: str) -> Path:
+    return out / f"ratio-{label.replace(':', '-')}"
+
+
+def flag_values(rest: list[str]) -> dict[str, Any]:
+    """The study flags a sweep was given, by name, without those a resume may change."""
+    values = vars(study_parser().parse_args(rest))
+    return {k: v for k, v in values.items() if k not in (*FREE_ON_RESUME, "resume", "ratio", "counts")}
+
+
+def resumed_state(out: Path, args: argparse.Namespace) -> dict[str, Any]:
+    """The paused sweep's state in ``out``, refused when its flags differ from these (each difference named)."""
+    path = out / STATE
+    if not path.is_file():
+        raise UsageError(f"--resume: no sweep to resume in {out} (no {STATE}); start it without --resume")
     try:
-        if "-h" in argv or "--help" in argv:
-            print(__doc__)
-            return 0
-        args, rest = ap.parse_known_args(argv)
-        for flag in ("--ratio", "--counts", "--resume"):
-            if any(a == flag or a.startswith(f"{flag}=") for a in rest):
-                raise UsageError(f"{flag} cannot be used in a sweep: --ratios sets each study's ratio (and a sweep "
-                                 "does not resume)")
-        ratios = parse_ratios(args.ratios)
-        plans = [(label, ratio, preflight([*rest, "--ratio", label])) for label, ratio in ratios]  # all checked first
-    except (UsageError, DataError, *USER_ERRORS) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+        state = json.loads(path.read_text(encoding="utf-8"))
+        before, now = flag_values(state["flags"]), flag_values(args.rest)
+        ratios = state["ratios"]
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        raise UsageError(f"--resume: {path} is not a sweep's state ({err})") from None
+    differences = [f"--{k.replace('_', '-')} {now[k]} (was {before.get(k)})" for k in now if now[k] != before.get(k)]
+    if ratios != args.ratios:
+        differences.insert(0, f"--ratios {args.ratios} (was {ratios})")
+    if differences:
+        raise UsageError(f"--resume: sweep {state['sweep_id']} ran with other flags: {'; '.join(differences)}; "
+                         "resume it with the flags it started with")
+    return state
+
+
+def resumed_plans(plans: list[tuple[str, float, Plan]], state: dict[str, Any],
+                  rest: list[str]) -> list[tuple[str, float, Plan]]:
+    """The paused ratio's plan is its study's own (plan.json), checked against the flags as ``study.tune --resume``
+    checks them; finished and new ratios keep theirs."""
+    out = []
+    for label, ratio, plan in plans:
+        entry = state["runs"].get(label)
+        if entry is not None and not entry["done"]:
+            argv = [*rest, "--ratio", label]
+            plan = resumed(dataclasses.replace(plan, study_id=entry["study_id"], resume=True),
+                           set(vars(study_parser(suppress=True).parse_args(argv))))
+        out.append((label, ratio, plan))
+    return out
+
+
+def save_state(out: Path, state: dict[str, Any]) -> None:
+    paths.write_atomic(out / STATE, json.dumps(state, indent=1).encode(), "--out")
+
+
+def run_ratio(label: str, ratio: float, plan: Plan, state: dict[str, Any], out: Path) -> int:
+    """One ratio's study under its MLflow run, started or resumed; its rows saved in the state once it ends."""
     from study import store
+    from study.engine import SIGNALS, Interrupted
     from study.runner import run_study
 
-    first = plans[0][2]
-    out = Path(args.out).expanduser().resolve() if args.out else first.results_dir / "sweep"
-    sweep_id = f"sweep-{time.strftime('%Y%m%d-%H%M%S')}"
-    rows = []
-    for label, ratio, plan in plans:
-        store.prepare_store(plan.tracking_uri)
-        artifacts = plan.results_dir / "mlartifacts" if plan.tracking_uri.startswith("sqlite:") else None  # as the study's
-        run = store.open_run(plan.tracking_uri, plan.space, f"ratio {label} · {sweep_id}",
-                             {"role": "sweep", "sweep_id": sweep_id, "ratio": label, "study_id": plan.study_id}, artifacts)
-        report_dir = out / f"ratio-{label.replace(':', '-')}"
-        print(f"sweep: ratio {label} ({plan.study_id})", flush=True)
-        code = run_study(dataclasses.replace(plan, report_dir=report_dir, parent_run=run))
-        store.end_run(plan.tracking_uri, run, {0: "FINISHED", 130: "KILLED", 143: "KILLED"}.get(code, "FAILED"))
-        if code in (130, 143, 2):
-            return code
-        if (report_dir / "summary.csv").exists():
-            rows += rows_of(report_dir / "summary.csv", label, ratio, plan.study_id)
-    write_outputs(rows, out, "python -m study.sweep " + " ".join(argv))
+    entry = state["runs"].get(label)
+    store.prepare_store(plan.tracking_uri)
+    SIGNALS.deferred = True  # the ratio's run and the state that names it are written together
+    try:
+        if entry is None:
+            artifacts = plan.results_dir / "mlartifacts" if plan.tracking_uri.startswith("sqlite:") else None  # as the study's
+            run = store.open_run(plan.tracking_uri, plan.space, f"ratio {label} · {state['sweep_id']}",
+                                 {"role": "sweep", "sweep_id": state["sweep_id"], "ratio": label, "study_id": plan.study_id},
+                                 artifacts)
+            entry = state["runs"][label] = {"study_id": plan.study_id, "run_id": run, "done": False, "rows": []}
+        else:  # paused: the same study resumes under the same run
+            store.client(plan.tracking_uri).update_run(entry["run_id"], status="RUNNING")
+        save_state(out, state)
+    finally:
+        SIGNALS.deferred = False
+    try:
+        SIGNALS.check()
+        print(f"sweep: ratio {label} ({plan.study_id}{', resumed' if plan.resume else ''})", flush=True)
+        code = run_study(dataclasses.replace(plan, report_dir=report_dir(out, label), parent_run=entry["run_id"]))
+    except BaseException as err:
+        paused = isinstance(err, (Interrupted, KeyboardInterrupt))
+        store.end_run(plan.tracking_uri, entry["run_id"], "KILLED" if paused else "FAILED")
+        raise
+    done = code in (0, 1) or (code in (130, 143) and is_finished(plan.storage, plan.study_id))  # 1: an approach
+    # had no finished trial (the others have rows); 130/143 after the finish: a signal that waited for the report
+    store.end_run(plan.tracking_uri, entry["run_id"], "FINISHED" if done else "KILLED" if code in (130, 143) else "FAILED")
+    if done:
+        summary = report_dir(out, label) / "summary.csv"
+        entry.update(done=True, rows=rows_of(summary, label, ratio, plan.study_id) if summary.exists() else [])
+        save_state(out, state)
+    return code
+
+
+def run_sweep(plans: list[tuple[str, float, Plan]], state: dict[str, Any], out: Path, command: str) -> int:
+    """Every ratio not yet done, then the table and plot. SIGINT or SIGTERM pauses the sweep (exit 130 / 143)
+    through the studies' own signal handling (study.engine.SIGNALS); during a finish a signal waits for it."""
+    from study.engine import SIGNALS, Interrupted
+
+    SIGNALS.install()
+    label = plans[0][0]
+    try:
+        for label, ratio, plan in plans:
+            entry = state["runs"].get(label)
+            if entry and entry["done"]:
+                print(f"sweep: ratio {label} done ({entry['study_id']})", flush=True)
+                continue
+            SIGNALS.check()  # a signal that waited for the last ratio's finish pauses the sweep here
+            code = run_ratio(label, ratio, plan, state, out)
+            if code in (130, 143) and not state["runs"][label]["done"]:
+                raise Interrupted(code)
+            if code == 2:
+                return code
+        SIGNALS.deferred = True  # the finish: a signal now waits until the table is written
+        write_outputs([r for lbl, _, _ in plans for r in state["runs"][lbl]["rows"]], out, command)
+    except (Interrupted, KeyboardInterrupt) as stop:
+        SIGNALS.deferred = True  # a second Ctrl-C must not cut the line short
+        print(f"interrupted: sweep {state['sweep_id']} paused at ratio {label}; finish it with the same command and "
+              f"--resume (finished ratios are skipped, ratio {label} resumes)", file=sys.stderr)
+        return getattr(stop, "code", SIGNALS.code)
     print(f"sweep summary: {out / 'summary.md'}")
+    if SIGNALS.received is not None:
+        print(f"a signal arrived while sweep {state['sweep_id']} was finishing; it finished first", file=sys.stderr)
+        return SIGNALS.code
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if "-h" in argv or "--help" in argv:
+        print(__doc__)
+        return 0
+    from study.lock import StudyLock
+
+    try:
+        args, plans, out = checked(argv)
+        state = resumed_state(out, args) if args.resume else {
+            "sweep_id": f"sweep-{time.strftime('%Y%m%d-%H%M%S')}", "ratios": args.ratios, "flags": args.rest, "runs": {}}
+        if all(state["runs"].get(label, {}).get("done") for label, _, _ in plans) and (out / "summary.md").exists():
+            print(f"sweep {state['sweep_id']} is already finished; nothing to resume (summary: {out / 'summary.md'})")
+            return 0
+        plans = resumed_plans(plans, state, args.rest)
+        out.mkdir(parents=True, exist_ok=True)
+        with StudyLock(out / LOCK, state["sweep_id"]):  # a second driver of this sweep is refused
+            command = "python -m study.sweep " + " ".join(a for a in argv if a != "--resume")
+            return run_sweep(plans, state, out, command)
+    except StudyError as err:
+        return fail(err)
 
 
 if __name__ == "__main__":
