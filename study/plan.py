@@ -195,6 +195,17 @@ def read_plan(location: str | Path) -> Plan | None:
         raise UsageError(f"{location}: not a plan (not UTF-8 text)") from None
 
 
+def mark_finished(storage: str, study_id: str) -> None:
+    """Leave ``<storage>/<study id>/finished`` (after the report): a later --resume says so and changes nothing."""
+    location = study_file(storage, study_id, FINISHED_FILE)
+    if "://" not in location:
+        paths.write_atomic(location, b"", "finished")
+        return
+    fs, path = _filesystem(location)
+    with fs.open_output_stream(path) as out:
+        out.write(b"")
+
+
 def exists(location: str) -> bool:
     """Whether ``location`` (a path or a URI) names a file or folder."""
     if "://" not in location:

@@ -21,7 +21,9 @@ import pytest
 
 from study import paths, tune
 from study.errors import UsageError
-from study.plan import FINISHED_FILE, PLAN_FILE, Confirm, Plan, read_plan, save_plan, study_file
+from study.plan import (
+    FINISHED_FILE, PLAN_FILE, Confirm, Plan, mark_finished, read_plan, save_plan, study_file,
+)
 from studyutil import free_port
 
 OK_SPACE = "params:\n  lr: {type: float, low: 1.0e-4, high: 1.0e-2, log: true}\n"
@@ -617,9 +619,21 @@ def test_resume_takes_the_stored_plan_and_new_resources(stored_study, workdir) -
 
 
 def test_resume_of_a_finished_study_says_so_and_changes_nothing(stored_study, capsys, workdir) -> None:
-    (Path(study_file(stored_study.storage, stored_study.study_id, FINISHED_FILE))).write_text("")
+    mark_finished(stored_study.storage, stored_study.study_id)
+    assert Path(study_file(stored_study.storage, stored_study.study_id, FINISHED_FILE)).is_file()
     before = _tree(workdir)
     assert tune.main(["--space", "focal", "--resume"]) == 0
     assert capsys.readouterr().out == (f"study {stored_study.study_id} is finished: nothing to resume (its summary is "
                                        f"in {workdir.resolve() / 'results' / 'focal'})\n")
     assert _tree(workdir) == before
+
+
+def test_save_and_read_a_plan_through_a_uri(workdir, tmp_path) -> None:
+    """Object storage (s3://) goes through pyarrow.fs; file:// takes the same path here."""
+    plan = tune.preflight(["--space", "focal", "--data", "digits"])
+    location = f"file://{tmp_path}/storage/{plan.study_id}/{PLAN_FILE}"
+    assert read_plan(location) is None
+    save_plan(plan, location)
+    assert read_plan(location) == plan
+    mark_finished(f"file://{tmp_path}/storage", plan.study_id)
+    assert (tmp_path / "storage" / plan.study_id / FINISHED_FILE).is_file()
