@@ -296,9 +296,16 @@ def confirm_of(args: argparse.Namespace) -> Confirm:
     return confirm
 
 
+BUDGET_FLAGS = {"epochs": "max_epochs", "num_samples": "num_samples", "batch_size": "batch_size",
+                "grace_period": "grace_period", "reduction_factor": "reduction_factor", "image_size": "image_size"}
+
+
 def check_spaces(spaces: list[Any], budget: Budget) -> None:
-    if not 16 <= budget.image_size <= 1024:
-        raise UsageError(f"image size must be in 16..1024, got {budget.image_size}")
+    for field, flag in BUDGET_FLAGS.items():  # a space file's defaults have the flags' bounds
+        low, high = BOUNDS[flag]
+        if not low <= getattr(budget, field) <= high:
+            raise UsageError(f"the budget's {field} (the space's default or --{flag.replace('_', '-')}) must be in "
+                             f"{low}..{high}, got {getattr(budget, field)}")
     for space in spaces:  # rules that need the budget after the flags' overrides
         if "ldam_drw" in space.values("loss") and min(space.values("drw_epoch")) > budget.epochs:
             raise UsageError(f"{space.name}: drw_epoch {min(space.values('drw_epoch'))} is after the last epoch "

@@ -316,6 +316,20 @@ def test_a_hostile_space_file_is_one_line_exit_2(make, message, capsys, workdir,
     assert re.fullmatch(message, err.strip()), err
 
 
+@pytest.mark.parametrize(("defaults", "message"), [
+    ("{num_samples: 1000000}", r"the budget's num_samples \(the space's default or --num-samples\) must be in "
+                               r"1\.\.10000, got 1000000"),
+    ("{epochs: 100000}", r"the budget's epochs \(the space's default or --max-epochs\) must be in 1\.\.10000, "
+                         r"got 100000"),
+    ("{reduction_factor: 1000}", r"the budget's reduction_factor \(the space's default or --reduction-factor\) must "
+                                 r"be in 2\.\.100, got 1000"),
+])
+def test_a_space_files_budget_has_the_flags_bounds(defaults, message, capsys, workdir, spaces_dir) -> None:
+    (spaces_dir / "big.yaml").write_text(f"defaults: {defaults}\n" + VALID_SPACE)
+    err = run_bad(["--space", "big", "--spaces-dir", str(spaces_dir)], capsys, workdir)
+    assert re.fullmatch(f"error: {message}\n", err), err
+
+
 def test_a_symlink_loop_as_results_dir(capsys, workdir, tmp_path) -> None:
     (tmp_path / "a").symlink_to(tmp_path / "b")
     (tmp_path / "b").symlink_to(tmp_path / "a")
