@@ -43,7 +43,10 @@ log = logging.getLogger(__name__)
 # ---------------------------------------------------------------- Ray itself
 
 
-def init_ray(address: str | None) -> None:
+def init_ray(address: str | None, verbose: bool = False) -> None:
+    """Ray for the study; quiet unless ``verbose``: trial workers' own output (a worker's exit traceback when Ray
+    ends a reused actor, per-epoch checkpoint lines) stays in Ray's session logs instead of the terminal. A trial's
+    error still reaches the driver through Ray Tune's own error reporting."""
     import ray
 
     if not address and "RAY_AUTH_MODE" not in os.environ:
@@ -56,7 +59,7 @@ def init_ray(address: str | None) -> None:
     # A fresh local instance unless told to join one: a plain ray.init() would attach to whatever
     # /tmp/ray/ray_current_cluster names, and hang for ever when that cluster is dead.
     ray.init(address=address or "local", dashboard_host="127.0.0.1", include_dashboard=False if not address else None,
-             logging_level="WARNING", runtime_env={"worker_process_setup_hook": "study.engine.quiet_worker"})
+             logging_level="WARNING", log_to_driver=verbose, runtime_env={"worker_process_setup_hook": "study.engine.quiet_worker"})
 
 
 def quiet_worker() -> None:
@@ -615,8 +618,10 @@ def _run_config(s: TuneSetup, name: str, callbacks: list, stop: FatalStop) -> tu
     )
 
 
-def _quiet_trial_logs() -> None:
+def _quiet_trial_logs(verbose: bool) -> None:
     quiet_worker()
+    if not verbose:  # Ray's legacy reporter at verbosity 0 prints nothing: no configuration box, no hints into /tmp
+        os.environ["RAY_AIR_NEW_OUTPUT"] = "0"
     # A checkpoint every epoch with num_to_keep=2 forces a small snapshot every other epoch; Ray warns about each.
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
 
@@ -638,7 +643,7 @@ def search(s: TuneSetup, name: str, searches: dict[str, Search], budget: Any, se
     from ray.tune.search.optuna import OptunaSearch
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # a "new study created" line per approach
-    _quiet_trial_logs()
+    _quiet_trial_logs(s.verbose)
     trainable, path = _with_resources(s), f"{s.storage}/{name}"
     expected = sum(x.trials for x in searches.values())
     if resume and tune.Tuner.can_restore(path):
@@ -673,7 +678,7 @@ def search(s: TuneSetup, name: str, searches: dict[str, Search], budget: Any, se
 
 def retrain(s: TuneSetup, name: str, configs: list[dict[str, Any]], epochs: int, resume: bool) -> PhaseResult:
     """Retrain each config for ``epochs`` epochs, no early stopping (FIFO): a race or confirmation round."""
-    _quiet_trial_logs()
+    _quiet_trial_logs(s.verbose)
     trainable, path = _with_resources(s), f"{s.storage}/{name}"
     if resume and tune.Tuner.can_restore(path):
         return _run(tune.Tuner.restore(path, trainable, resume_errored=True), len(configs), s.checkpoint_file, None)

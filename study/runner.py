@@ -396,7 +396,7 @@ def _guarded(plan: Plan, splits: dict[int, Dataset], eval_costs: np.ndarray, ban
     store.prepare_store(plan.tracking_uri)
     save_plan(plan, study_file(plan.storage, plan.study_id, PLAN_FILE))  # before any run: --resume finds the study
     try:
-        engine.init_ray(plan.resources.address)
+        engine.init_ray(plan.resources.address, plan.verbose)
         engine.SIGNALS.install()  # after ray.init, which sets a SIGTERM handler of its own
         engine.check_cluster(plan.resources.gpus_per_trial, plan.resources.cpus_per_trial, plan.tracking_uri,
                              plan.storage)

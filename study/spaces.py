@@ -101,8 +101,15 @@ BUDGET_RANGES: dict[str, Rule] = {
 }
 PARAM_KEYS = {"float": {"type", "low", "high", "log", "when"}, "int": {"type", "low", "high", "log", "when"},
               "categorical": {"type", "choices", "when"}}
-TOP_KEYS = {"description", "defaults", "fixed", "params", "approaches"}
-INLINE_KEYS = ("name", "description", "fixed", "params")
+TOP_KEYS = {"description", "defaults", "fixed", "params", "approaches", "points", "no_neutral"}
+INLINE_KEYS = ("name", "description", "fixed", "params", "points", "no_neutral")
+# Point values that depend on the data or the budget, resolved when the study starts (``resolve_points``).
+SYMBOLS: dict[str, str] = {
+    "inverse_frequency": "weight_ratio",  # majority / minority training images (class weights at inverse frequency)
+    "eval_cost": "cost_ratio",  # the study's evaluation FN:FP cost ratio
+    "drw_paper": "drw_epoch",  # LDAM-DRW's schedule: re-weighting from 80 % of the epochs (160 of 200 in the paper)
+}
+NEUTRAL = "neutral"  # the point whose setting equals the baseline's
 
 
 class SpaceError(StudyError):
@@ -116,10 +123,39 @@ class Space:
     defaults: dict[str, Any]
     fixed: dict[str, Any]
     params: dict[str, dict[str, Any]] = field(default_factory=dict)  # empty: one fixed configuration
+    points: dict[str, dict[str, Any]] = field(default_factory=dict)  # name -> a setting of every searched param
+    no_neutral: str = ""  # why the space has no neutral point (the baseline's setting), when it has none
 
     def define_by_run(self, constants: dict[str, Any] | None = None) -> "DefineByRun":
         """The Optuna define-by-run function of this space; ``constants`` join every trial's config."""
         return DefineByRun(self, {**TRIAL_DEFAULTS, **(constants or {}), **self.fixed})
+
+    def active(self, point: dict[str, Any]) -> list[str]:
+        """The params a trial at ``point`` is asked (a conditional param only when its ``when`` matches)."""
+        chosen, asked = {**TRIAL_DEFAULTS, **self.fixed}, []
+        for key, p in self.params.items():
+            if all(point.get(k, chosen.get(k)) in v for k, v in p.get("when", {}).items()):
+                asked.append(key)
+        return asked
+
+    def resolve_points(self, context: dict[str, float]) -> tuple[list[dict[str, Any]], Space, list[str]]:
+        """``(points, space, widened)``: the points with their symbols replaced by ``context``'s values, the space
+        with every float or int range widened to hold them (Optuna would accept an enqueued value outside its
+        range with only a warning), and one line per widened range."""
+        points, params, widened = [], {k: dict(p) for k, p in self.params.items()}, []
+        for name, point in self.points.items():
+            resolved = {}
+            for key, value in point.items():
+                if isinstance(value, str) and value in SYMBOLS:
+                    value = int(context[value]) if key in INTEGER_KEYS else float(context[value])
+                resolved[key] = value
+                p = params[key]
+                if p["type"] != "categorical" and not p["low"] <= value <= p["high"]:
+                    p["low"], p["high"] = min(p["low"], value), max(p["high"], value)
+                    widened.append(f"{self.name}: {key} range widened to [{p['low']:g}, {p['high']:g}] "
+                                   f"for point {name} ({value:g})")
+            points.append(resolved)
+        return points, replace(self, params=params), widened
 
     def values(self, key: str) -> list[Any]:
         """Every value ``key`` can take: its fixed value or default, its choices, or a searched number's low and high."""
@@ -334,7 +370,47 @@ def _approach(file: str, name: str, doc: dict[str, Any], defaults: dict[str, Any
             raise SpaceError(f"{file}: params.{key}: also fixed; a key is either fixed or searched")
         params[key] = _check_param(file, key, p, set(fixed) | set(params))
     _check_together(file, fixed, params)
-    return Space(name, description, defaults, fixed, params)
+    space = Space(name, description, defaults, fixed, params)
+    points, no_neutral = _check_points(file, space, doc)
+    return replace(space, points=points, no_neutral=no_neutral)
+
+
+def _check_points(file: str, space: Space, doc: dict[str, Any]) -> tuple[dict[str, dict[str, Any]], str]:
+    """``points``: name -> a value (or a data symbol) for every param a trial at that point is asked; a space with
+    points must have a ``neutral`` one or say why it has none (``no_neutral``). A space without points (a user's
+    own) is searched from its first draw; every space of search_spaces/ has them (tests/test_race.py)."""
+    points = _mapping(file, doc, "points")
+    no_neutral = doc.get("no_neutral", "")
+    if not isinstance(no_neutral, str):
+        raise SpaceError(f"{file}: no_neutral: expected a sentence saying why, got {no_neutral!r}")
+    if points and NEUTRAL not in points and not no_neutral:
+        raise SpaceError(f"{file}: points: a space that searches needs a '{NEUTRAL}' point (the baseline's setting) "
+                         "or a no_neutral sentence saying why it has none")
+    if points and not space.params:
+        raise SpaceError(f"{file}: points: a fixed configuration has nothing to search; remove its points")
+    for name, point in points.items():
+        where = f"{file}: points.{name}"
+        _check_name(name, f"{where}: ")
+        if not isinstance(point, dict):
+            raise SpaceError(f"{where}: expected a mapping of searched params to values, got {point!r}")
+        unknown = sorted(set(point) - set(space.params))
+        if unknown:
+            raise SpaceError(f"{where}: '{unknown[0]}' is not searched; a point sets searched params only: "
+                             f"{', '.join(space.params)}")
+        missing = [k for k in space.active(point) if k not in point]
+        if missing:
+            raise SpaceError(f"{where}: sets no value for '{missing[0]}'; a point sets every param it searches, "
+                             "lr included (the loop's default is 1e-3)")
+        for key, value in point.items():
+            if isinstance(value, str) and value in SYMBOLS:
+                if SYMBOLS[value] != key:
+                    raise SpaceError(f"{where}.{key}: '{value}' is a value of {SYMBOLS[value]}, not of {key}")
+                continue
+            _check_value(f"{where}.{key}", key, value)
+            p = space.params[key]
+            if p["type"] == "categorical" and value not in p["choices"]:
+                raise SpaceError(f"{where}.{key}: {value!r} is not one of the choices {p['choices']}")
+    return points, no_neutral
 
 
 def load_space(name: str, directory: Path | None = None) -> Space:

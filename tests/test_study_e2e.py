@@ -43,7 +43,8 @@ def test_smoke_study_of_every_approach_with_confirmation(tmp_path: Path) -> None
     assert not [r for r in runs(c, "all") if r.info.status == "RUNNING"]
     for parent in parents:
         assert parent.info.status == "FINISHED"
-        assert parent.info.run_name == f"{parent.data.tags['approach']} · {parent.data.tags['study_id']}"
+        name = parent.info.run_name
+        assert name.startswith(f"{parent.data.tags['approach']} · ") and name.endswith(parent.data.tags["study_id"])
         m = parent.data.metrics
         assert {"val_macro_f1", "test_macro_f1_mean", "test_macro_f1_ci_low", "test_macro_f1_ci_high",
                 "test_expected_cost_mean"} <= set(m)
@@ -55,6 +56,7 @@ def test_smoke_study_of_every_approach_with_confirmation(tmp_path: Path) -> None
         confirm = [r for r in children if r.data.tags["phase"] == "confirm"]
         assert len(search) == 2 and len(confirm) == 2  # --smoke: two trials; --confirm-seeds 2
         assert sorted(r.data.tags["confirm_seed"] for r in confirm) == ["0", "1"]
+        assert {r.data.tags["round"] for r in confirm} == {"0"}  # a fixed seed count: one round
         for child in children:
             assert child.info.status == "FINISHED"
             assert child.data.tags["approach"] == parent.data.tags["approach"]
@@ -72,7 +74,11 @@ def test_smoke_study_of_every_approach_with_confirmation(tmp_path: Path) -> None
     summary = tmp_path / "results" / "all"
     assert {"summary.md", "summary.csv", "comparison.png"} <= {p.name for p in summary.iterdir()}
     header = (summary / "summary.csv").read_text().splitlines()[0].split(",")
-    assert {"test_macro_f1_mean", "test_macro_f1_ci_low", "test_macro_f1_ci_high", "delta_vs_baseline", "p_holm"} <= set(header)
+    assert {"test_macro_f1_mean", "test_macro_f1_ci_low", "test_macro_f1_ci_high", "delta_vs_baseline", "p_holm",
+            "verdict", "p_better", "p_equivalent", "p_worse"} <= set(header)
+    verdicts = {p.data.tags["approach"]: p.data.tags.get("verdict") for p in runs(c, "all", "tags.role = 'parent'")}
+    assert all(v in ("better", "worse", "practically equivalent", "undecided at this budget")
+               for a, v in verdicts.items() if a != "baseline"), verdicts
     for approach in approaches:
         assert approach in (summary / "summary.md").read_text()
         assert f"{approach}: search validation macro-F1" in proc.stdout
@@ -210,45 +216,78 @@ def test_sigkilled_study_resumes_without_duplicates(tmp_path: Path, storage: str
     assert len(holders) == 2 and not (tmp_path / "results" / "ray").exists()
 
 
-def test_ctrl_c_pauses_a_study_and_resume_finishes_it(tmp_path: Path) -> None:
+def _start(tmp_path: Path, args: list[str], ignore_sigint: bool = False) -> subprocess.Popen:
+    def ignore() -> None:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # a background job's Ctrl-C stays ignored
+
+    return subprocess.Popen([sys.executable, "-m", "study.tune", *args], cwd=tmp_path, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, preexec_fn=ignore if ignore_sigint else None)
+
+
+def _signal_when(proc: subprocess.Popen, c: MlflowClient, experiment: str, phase: str, signum: int) -> tuple[str, str]:
+    """Send ``signum`` once a run of ``phase`` has reported an epoch; the driver's output."""
+    deadline = time.time() + 400
+    try:
+        while time.time() < deadline:
+            time.sleep(0.5)
+            try:
+                reported = [r for r in runs(c, experiment, f"tags.phase = '{phase}'")
+                            if c.get_metric_history(r.info.run_id, "val_macro_f1")]
+            except Exception:  # the experiment does not exist yet
+                continue
+            if reported:
+                break
+        assert proc.poll() is None, f"the study ended before {phase} could be interrupted"
+        proc.send_signal(signum)
+        return proc.communicate(timeout=180)
+    finally:
+        proc.kill()
+
+
+def test_every_interrupt_pauses_a_study_and_resume_finishes_it(tmp_path: Path) -> None:
+    """At the default concurrency: SIGINT with every search trial running (both fit on two CPUs), a second driver
+    refused while one holds the study, SIGTERM in the confirmation with SIGINT ignored, then --resume to the end
+    with exact counts, none RUNNING and no epoch logged twice."""
+    import fcntl
+
     spaces = tmp_path / "spaces"
     spaces.mkdir()
     (spaces / "pause.yaml").write_text(ASHA_SPACE.replace("1.0e-7", "1.0e-3").replace("num_samples: 8", "num_samples: 2"))
-    args = ["--space", "pause", "--spaces-dir", str(spaces), "--data", "digits", "--ratio", "0.5", "--max-concurrent", "1",
-            "--confirm-seeds", "1"]
-    proc = subprocess.Popen([sys.executable, "-m", "study.tune", *args], cwd=tmp_path, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
-    c, deadline = client(tmp_path), time.time() + 300
-    try:
-        while time.time() < deadline:  # pause once the first trial has reported an epoch
-            time.sleep(0.5)
-            try:
-                done = [r for r in runs(c, "pause", "tags.role = 'child'") if c.get_metric_history(r.info.run_id, "val_macro_f1")]
-            except Exception:  # the experiment does not exist yet
-                continue
-            if done:
-                break
-        assert proc.poll() is None, "the study ended before it could be interrupted"
-        proc.send_signal(signal.SIGINT)
-        out, err = proc.communicate(timeout=120)
-    finally:
-        proc.kill()
-    assert proc.returncode == 130, out[-2000:] + err[-2000:]
-    assert "--resume" in err.strip().splitlines()[-1]
+    args = ["--space", "pause", "--spaces-dir", str(spaces), "--data", "digits", "--ratio", "0.5", "--confirm-seeds", "2"]
+    c = client(tmp_path)
+    out, err = _signal_when(_start(tmp_path, args), c, "pause", "search", signal.SIGINT)
+    assert "--resume" in err.strip().splitlines()[-1], out[-2000:] + err[-2000:]
     assert not (tmp_path / "results" / "pause").exists(), "no summary for a paused study"
     paused = runs(c, "pause")
-    assert paused and {r.info.status for r in paused} == {"KILLED"} | ({"FINISHED"} & {r.info.status for r in paused})
     assert all(r.info.status == "KILLED" for r in paused if r.data.tags["role"] == "parent")
-    assert not any("test_macro_f1" in k for r in paused for k in r.data.metrics), "no test figures for a paused study"
+    assert not [r for r in paused if r.data.tags.get("phase") == "confirm"], "a paused search never goes on"
+    [held] = (tmp_path / "results" / "ray").glob("pause-*/driver.lock")
+    with open(held, "a") as f:  # another driver holds the study: a second --resume is refused
+        fcntl.flock(f, fcntl.LOCK_EX)
+        refused = subprocess.run([sys.executable, "-m", "study.tune", *args, "--resume"], cwd=tmp_path,
+                                 capture_output=True, text=True, timeout=300)
+    assert refused.returncode == 2 and refused.stderr.count("error:") == 1
+    assert "is already running" in refused.stderr
+    proc = _start(tmp_path, [*args, "--resume"], ignore_sigint=True)
+    out, err = _signal_when(proc, c, "pause", "confirm", signal.SIGTERM)
+    assert proc.returncode == 143, out[-2000:] + err[-2000:]
+    assert "--resume" in err.strip().splitlines()[-1]
     study(tmp_path, *args, "--resume")
     done = runs(c, "pause")
-    parents = [r for r in done if r.data.tags["role"] == "parent"]
-    assert len(parents) == 1 and parents[0].info.status == "FINISHED"
     assert not [r for r in done if r.info.status == "RUNNING"]
+    [parent] = [r for r in done if r.data.tags["role"] == "parent"]
+    assert parent.info.status == "FINISHED"
     search = [r for r in done if r.data.tags.get("phase") == "search"]
+    confirm = [r for r in done if r.data.tags.get("phase") == "confirm" and r.info.status == "FINISHED"]
     assert len(search) == 2 and len({r.data.tags["trial_id"] for r in search}) == 2
-    assert len([r for r in done if r.data.tags.get("phase") == "confirm"]) == 1
+    assert sorted(r.data.tags["confirm_seed"] for r in confirm) == ["0", "1"]
+    for r in search + confirm:
+        steps = [m.step for m in c.get_metric_history(r.info.run_id, "val_macro_f1")]
+        assert len(steps) == len(set(steps)), f"epochs logged twice in {r.data.tags['trial_id']}: {steps}"
     assert (tmp_path / "results" / "pause" / "summary.csv").exists()
+    again = subprocess.run([sys.executable, "-m", "study.tune", *args, "--resume"], cwd=tmp_path, capture_output=True,
+                           text=True, timeout=300)
+    assert again.returncode == 0 and "finished" in again.stdout + again.stderr
 
 
 def test_two_studies_started_at_once_on_a_fresh_tracking_file_stay_apart(tmp_path: Path) -> None:
