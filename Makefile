@@ -49,7 +49,8 @@ bench: $(STAMP)
 
 ui: $(STAMP)
 	@mkdir -p results
-	@echo "MLflow UI: http://127.0.0.1:5000  (runs table: http://127.0.0.1:5000/#/experiments/<id>/runs, or the 'Model training' toggle)"
+	@echo "MLflow UI: http://127.0.0.1:5000; each space's latest study, its parent runs best first:"
+	@test ! -f results/mlflow.db || $(PY) -c "from study.report import print_links; print_links('sqlite:///results/mlflow.db')"
 	$(VENV)/bin/mlflow ui --backend-store-uri sqlite:///results/mlflow.db --host 127.0.0.1 --port 5000
 
 clean:

@@ -148,6 +148,7 @@ def parallel_coordinates(trials: list[Trial], searched: tuple[str, ...], title: 
     study = optuna_study(trials, searched)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        warnings.filterwarnings("ignore", "Attempting to set identical low and high ylims")  # a param that never moved
         ax = optuna.visualization.matplotlib.plot_parallel_coordinate(study, target_name=VAL_MACRO_F1)
     ax.set_title(title)
     return ax.figure

@@ -213,10 +213,11 @@ def run_race(plan: Plan, setup: Any, ledger: race.Ledger, rho: float, save: Any)
     return outcomes
 
 
-def summarise(values: list[float]) -> dict[str, float]:
-    from study.stats import t_interval
+def summarise(values: list[float], upper: float | None = 1.0) -> dict[str, float]:
+    """Mean over seeds with a 95 % interval that stays in the metric's range (``stats.bounded_interval``)."""
+    from study.stats import bounded_interval
 
-    mean, sd, low, high = t_interval(values)
+    mean, sd, low, high = bounded_interval(values, upper)
     return {"mean": mean, "sd": sd, "ci_low": low, "ci_high": high}
 
 
@@ -251,7 +252,7 @@ def finish_approach(plan: Plan, space: Space, tracker: Any, search: list, confir
         for key in ("test_macro_f1", "test_minority_recall", "test_balanced_accuracy", "test_expected_cost",
                     "test_mec_expected_cost"):
             if all(key in o.last for o in runs):
-                stats = summarise([o.last[key] for o in runs])
+                stats = summarise([o.last[key] for o in runs], None if key.endswith("expected_cost") else 1.0)
                 metrics.update({f"{key}_{k}": v for k, v in stats.items() if np.isfinite(v)})
                 test = stats if key == "test_macro_f1" else test
         metrics["val_macro_f1_confirm_mean"] = float(np.mean([o.best_val for o in runs]))
@@ -432,9 +433,11 @@ def _guarded(plan: Plan, splits: dict[int, Dataset], eval_costs: np.ndarray, ban
 
 
 def report(plan: Plan, results: list) -> int:
-    from study.report import write_report
+    from study import store
+    from study.report import runs_table_link, write_report
 
     out = write_report(plan.tracking_uri, plan.space, plan.report_dir or plan.results_dir / plan.space, plan.study_id)
+    verdicts = {p.approach: p.tags.get("verdict") for p in store.parents(plan.tracking_uri, plan.space, plan.study_id)}
     for r in filter(None, results):
         space = next(s for s in plan.spaces if s.name == r["approach"])
         searched = {k: r["config"][k] for k in space.params if k in r["config"]}
@@ -442,7 +445,9 @@ def report(plan: Plan, results: list) -> int:
         shown = "no test figures" if test is None else (
             f"test macro-F1 {test['mean']:.4f} [{test['ci_low']:.4f}, {test['ci_high']:.4f}] over {r['n']} seeds"
             if r["n"] > 1 else f"test macro-F1 {test['mean']:.4f} (one run)")
-        print(f"{r['approach']}: search validation macro-F1 {r['val']:.4f}; {shown}; config {searched}")
+        verdict = f"; {verdicts[r['approach']]} against baseline" if verdicts.get(r["approach"]) else ""
+        print(f"{r['approach']}: {shown}{verdict}; config {searched}")
     print(f"summary: {out}")
+    print(f"MLflow runs table (make ui): {runs_table_link(plan.tracking_uri, plan.space, plan.study_id)}")
     return 0 if all(results) else 1
 

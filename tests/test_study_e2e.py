@@ -81,11 +81,12 @@ def test_smoke_study_of_every_approach_with_confirmation(tmp_path: Path) -> None
                for a, v in verdicts.items() if a != "baseline"), verdicts
     for approach in approaches:
         assert approach in (summary / "summary.md").read_text()
-        assert f"{approach}: search validation macro-F1" in proc.stdout
+        assert f"{approach}: test macro-F1" in proc.stdout
     # the report rebuilds the same table from MLflow alone
     (summary / "summary.csv").unlink()
     subprocess.run([sys.executable, "-m", "study.report", "--space", "all"], cwd=tmp_path, check=True, timeout=300)
     assert (summary / "summary.csv").read_text().count("\n") == len(approaches) + 1
+    assert "#/experiments/" in proc.stdout.splitlines()[-1] and "searchFilter=" in proc.stdout.splitlines()[-1]
 
 
 ASHA_SPACE = """\
