@@ -47,8 +47,10 @@ def parser() -> Parser:
     ap.add_argument("--num-samples", type=int, default=4, help="matrices per kind (default 4)")
     ap.add_argument("--repetitions", type=int, default=5, help="stratified 1:1 splits per matrix (default 5)")
     ap.add_argument("--seed", type=int, default=0, help="seed of splits and trees; matrices draw from their own seeds")
-    ap.add_argument("--tracking-uri", default=DEFAULT_TRACKING_URI, help=f"MLflow tracking URI (default {DEFAULT_TRACKING_URI})")
-    ap.add_argument("--storage-path", type=Path, default=DEFAULT_STORAGE, help=f"Ray Tune storage (default {DEFAULT_STORAGE})")
+    ap.add_argument("--tracking-uri", default=DEFAULT_TRACKING_URI,
+                    help=f"MLflow tracking URI (default {DEFAULT_TRACKING_URI})")
+    ap.add_argument("--storage-path", type=Path, default=DEFAULT_STORAGE,
+                    help=f"Ray Tune storage (default {DEFAULT_STORAGE})")
     return ap
 
 
@@ -128,7 +130,8 @@ def log_runs(client: Any, experiment: str, parent_id: str, study_id: str, table:
         results = [r for r in grid if r.config["kind"] == kind]
         for n, result in enumerate(results):
             child = client.create_run(experiment, run_name=f"{kind}-{n}", tags={
-                **tags, "role": "child", "mlflow.parentRunId": parent_id, "trial_id": str(result.metrics.get("trial_id", ""))})
+                **tags, "role": "child", "mlflow.parentRunId": parent_id,
+                "trial_id": str(result.metrics.get("trial_id", ""))})
             run_id = child.info.run_id
             frame = result.metrics_dataframe
             metrics = [] if frame is None else [
@@ -189,7 +192,8 @@ def run(args: argparse.Namespace, table: tabular.Table, argv: list[str]) -> int:
         raise
     finally:
         pause.restore()
-    print(f"{table.name}: mean over matrices and repetitions (accuracy / minority recall / minority precision / expected cost)")
+    print(f"{table.name}: mean over matrices and repetitions "
+          "(accuracy / minority recall / minority precision / expected cost)")
     for kind, values in means.items():
         print(f"  {kind:13s} " + " / ".join(f"{v:.4f}" for v in values.values()))
     return 0 if grid.num_errors == 0 else 1

@@ -388,7 +388,7 @@ def run_study(plan: Plan) -> int:
 def _guarded(plan: Plan, splits: dict[int, Dataset], eval_costs: np.ndarray, bank: dict) -> int:
     """Ray, the study's records and its phases inside the guard that closes every open run."""
     from study import engine, store
-    from study.plan import FINISHED_FILE, PLAN_FILE, save_plan, study_file
+    from study.plan import PLAN_FILE, mark_finished, save_plan, study_file
     from study.resplit import overlap_rho
 
     data = splits[plan.seed]
@@ -424,7 +424,7 @@ def _guarded(plan: Plan, splits: dict[int, Dataset], eval_costs: np.ndarray, ban
     finally:
         engine.shutdown_ray()
     code = report(plan, results)
-    save_plan(plan, study_file(plan.storage, plan.study_id, FINISHED_FILE))
+    mark_finished(plan.storage, plan.study_id)
     engine.SIGNALS.deferred = False
     if engine.SIGNALS.received is not None:
         print(f"a signal arrived while study {plan.study_id} was finishing; it finished first", file=sys.stderr)

@@ -39,8 +39,8 @@ OUTPUTS = ("summary.csv", "summary.md", "sweep.png", STATE, LOCK)
 RATIO_OUTPUTS = ("summary.csv", "summary.md", "comparison.png")  # what each ratio's study report writes
 # flags a resume may change: they move no result (where trials run, how much is printed)
 FREE_ON_RESUME = ("cpus_per_trial", "gpus_per_trial", "max_concurrent", "address", "verbose")
-FIELDS = ("ratio", "imbalance", "approach", "n_seeds", "test_macro_f1_mean", "test_macro_f1_ci_low", "test_macro_f1_ci_high",
-          "test_minority_recall_mean", "test_minority_recall_ci_low", "test_minority_recall_ci_high", "study_id")
+FIELDS = ("ratio", "imbalance", "approach", "n_seeds", "test_macro_f1_mean", "test_macro_f1_ci_low",
+          "test_macro_f1_ci_high", "test_minority_recall_mean", "test_minority_recall_ci_low", "test_minority_recall_ci_high", "study_id")
 
 
 def parse_ratios(value: str) -> list[tuple[str, float]]:
@@ -55,8 +55,8 @@ def parse_ratios(value: str) -> list[tuple[str, float]]:
 
 def rows_of(summary: Path, label: str, ratio: float, study_id: str) -> list[dict[str, str]]:
     with open(summary, newline="") as f:
-        return [{"ratio": label, "imbalance": f"{1 / ratio:g}", "study_id": study_id, **{k: r.get(k, "") for k in FIELDS[2:-1]}}
-                for r in csv.DictReader(f)]
+        return [{"ratio": label, "imbalance": f"{1 / ratio:g}", "study_id": study_id,
+                 **{k: r.get(k, "") for k in FIELDS[2:-1]}} for r in csv.DictReader(f)]
 
 
 def write_outputs(rows: list[dict[str, str]], out: Path, command: str) -> None:
@@ -92,7 +92,8 @@ def write_outputs(rows: list[dict[str, str]], out: Path, command: str) -> None:
     lines = [f"# Imbalance sweep\n\nCommand: `{command}`\n",
              "Test figures: mean [95 % t-interval] over each ratio's confirmation seeds; the same validation and test "
              "splits at every ratio. Per-ratio tables with paired tests: `ratio-*/summary.md`.\n",
-             "| ratio | approach | seeds | test macro-F1 | 95 % CI | minority recall | 95 % CI |", "|---|---|---|---|---|---|---|"]
+             "| ratio | approach | seeds | test macro-F1 | 95 % CI | minority recall | 95 % CI |",
+             "|---|---|---|---|---|---|---|"]
     fmt = lambda v: f"{num(v):.3f}" if v not in ("", None) else "–"  # noqa: E731
     for r in rows:
         lines.append(f"| {r['ratio']} | {r['approach']} | {r['n_seeds']} | {fmt(r['test_macro_f1_mean'])} | "
@@ -186,10 +187,10 @@ def run_ratio(label: str, ratio: float, plan: Plan, state: dict[str, Any], out: 
     SIGNALS.deferred = True  # the ratio's run and the state that names it are written together
     try:
         if entry is None:
-            artifacts = plan.results_dir / "mlartifacts" if plan.tracking_uri.startswith("sqlite:") else None  # as the study's
-            run = store.open_run(plan.tracking_uri, plan.space, f"ratio {label} · {state['sweep_id']}",
-                                 {"role": "sweep", "sweep_id": state["sweep_id"], "ratio": label, "study_id": plan.study_id},
-                                 artifacts)
+            local = plan.tracking_uri.startswith("sqlite:")
+            tags = {"role": "sweep", "sweep_id": state["sweep_id"], "ratio": label, "study_id": plan.study_id}
+            run = store.open_run(plan.tracking_uri, plan.space, f"ratio {label} · {state['sweep_id']}", tags,
+                                 plan.results_dir / "mlartifacts" if local else None)  # artifacts where the study's go
             entry = state["runs"][label] = {"study_id": plan.study_id, "run_id": run, "done": False, "rows": []}
         else:  # paused: the same study resumes under the same run
             store.client(plan.tracking_uri).update_run(entry["run_id"], status="RUNNING")
@@ -199,14 +200,18 @@ def run_ratio(label: str, ratio: float, plan: Plan, state: dict[str, Any], out: 
     try:
         SIGNALS.check()
         print(f"sweep: ratio {label} ({plan.study_id}{', resumed' if plan.resume else ''})", flush=True)
-        code = run_study(dataclasses.replace(plan, report_dir=report_dir(out, label), parent_run=entry["run_id"]))
+        if plan.resume and is_finished(plan.storage, plan.study_id):
+            code = 0  # the study finished, the sweep was killed before it noted so: its report is there
+        else:
+            code = run_study(dataclasses.replace(plan, report_dir=report_dir(out, label), parent_run=entry["run_id"]))
     except BaseException as err:
         paused = isinstance(err, (Interrupted, KeyboardInterrupt))
         store.end_run(plan.tracking_uri, entry["run_id"], "KILLED" if paused else "FAILED")
         raise
     done = code in (0, 1) or (code in (130, 143) and is_finished(plan.storage, plan.study_id))  # 1: an approach
     # had no finished trial (the others have rows); 130/143 after the finish: a signal that waited for the report
-    store.end_run(plan.tracking_uri, entry["run_id"], "FINISHED" if done else "KILLED" if code in (130, 143) else "FAILED")
+    status = "FINISHED" if done else "KILLED" if code in (130, 143) else "FAILED"
+    store.end_run(plan.tracking_uri, entry["run_id"], status)
     if done:
         summary = report_dir(out, label) / "summary.csv"
         entry.update(done=True, rows=rows_of(summary, label, ratio, plan.study_id) if summary.exists() else [])
@@ -256,8 +261,8 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         args, plans, out = checked(argv)
-        state = resumed_state(out, args) if args.resume else {
-            "sweep_id": f"sweep-{time.strftime('%Y%m%d-%H%M%S')}", "ratios": args.ratios, "flags": args.rest, "runs": {}}
+        state = resumed_state(out, args) if args.resume else {"sweep_id": f"sweep-{time.strftime('%Y%m%d-%H%M%S')}",
+                                                               "ratios": args.ratios, "flags": args.rest, "runs": {}}
         if all(state["runs"].get(label, {}).get("done") for label, _, _ in plans) and (out / "summary.md").exists():
             print(f"sweep {state['sweep_id']} is already finished; nothing to resume (summary: {out / 'summary.md'})")
             return 0

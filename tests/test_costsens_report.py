@@ -91,8 +91,8 @@ def test_ann_reader_rejects_a_file_that_is_not_utf8(tmp_path: Path) -> None:
 def test_glass_reader_rejects_values_that_are_not_finite(tmp_path: Path, value: str, shown: str) -> None:
     path = tmp_path / "glass.data.txt"
     path.write_text(f"1,1.52,13.6,4.49,1.1,71.78,0.06,8.75,{value},0,1\n")
-    with pytest.raises(tabular.TabularDataError, match=rf"glass.data.txt:1: expected a finite number, '\?', f/t, y/n or "
-                                                       rf"M/F, but got {shown}$"):
+    message = rf"glass.data.txt:1: expected a finite number, '\?', f/t, y/n or M/F, but got {shown}$"
+    with pytest.raises(tabular.TabularDataError, match=message):
         tabular.read_glass(path)
 
 

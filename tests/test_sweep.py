@@ -124,8 +124,9 @@ def studies(monkeypatch, tmp_path: Path):
         if code == 0:
             plan.report_dir.mkdir(parents=True, exist_ok=True)
             (plan.report_dir / "summary.csv").write_text(
-                "approach,n_seeds,test_macro_f1_mean,test_macro_f1_ci_low,test_macro_f1_ci_high,test_minority_recall_mean,"
-                f"test_minority_recall_ci_low,test_minority_recall_ci_high\nbaseline,2,{plan.ratio:.3f},0.1,0.9,0.5,0.4,0.6\n")
+                "approach,n_seeds,test_macro_f1_mean,test_macro_f1_ci_low,test_macro_f1_ci_high,"
+                "test_minority_recall_mean,test_minority_recall_ci_low,test_minority_recall_ci_high\n"
+                f"baseline,2,{plan.ratio:.3f},0.1,0.9,0.5,0.4,0.6\n")
         return code
 
     monkeypatch.setattr(runner, "run_study", fake)
@@ -146,8 +147,8 @@ def test_a_paused_sweep_resumes_the_current_ratio_and_skips_finished_ones(studie
     assert sweep.main(SWEEP) == 130
     err = capsys.readouterr().err
     state = json.loads((tmp_path / "results" / "sweep" / "sweep.json").read_text())
-    assert err.endswith(f"interrupted: sweep {state['sweep_id']} paused at ratio 1:8; finish it with the same command and "
-                   "--resume (finished ratios are skipped, ratio 1:8 resumes)\n")
+    assert err.endswith(f"interrupted: sweep {state['sweep_id']} paused at ratio 1:8; finish it with the same "
+                        "command and --resume (finished ratios are skipped, ratio 1:8 resumes)\n")
     assert _ratio_runs(tmp_path) == {"1:2": "FINISHED", "1:8": "KILLED"}
     assert not (tmp_path / "results" / "sweep" / "summary.md").exists()
     paused = calls[1]
