@@ -34,6 +34,7 @@ import dataclasses
 import io
 import json
 import math
+import os
 import re
 import sys
 import time
@@ -268,3 +269,276 @@ def write_board(out: Path, ranking: Ranking, means: Mapping[str, Mapping[str, fl
         plt.close(figure)
         written.append(out / "cd_diagram.png")
     return written
+
+
+# ---------------------------------------------------------------- the command line: checks
+
+
+def parse_data(value: str) -> list[tuple[str, str]]:
+    """'animals,digits,~/x' -> [(label, data)]: a built-in by its name, a folder by its own name (for data-<label>/)."""
+    items = [part.strip() for part in value.split(",") if part.strip()]
+    if len(items) < MIN_DATA_SETS:
+        raise UsageError(f"--data needs at least {MIN_DATA_SETS} data sets, e.g. animals,digits (the Friedman test and "
+                         f"its diagram need {MIN_RANKED}), got {value!r}")
+    if len(set(items)) != len(items):
+        raise UsageError(f"--data lists a data set twice: {value!r}")
+    out: list[tuple[str, str]] = []
+    for item in items:
+        label = item if item in DATASETS or not is_folder(item) else Path(os.path.abspath(os.path.expanduser(item))).name
+        label = re.sub(r"[^A-Za-z0-9_.-]", "_", label) or "_"
+        twin = next((data for lbl, data in out if lbl == label), None)
+        if twin is not None:
+            raise UsageError(f"--data: {twin!r} and {item!r} would both be called {label!r} on the board; give the "
+                             "folders different names")
+        out.append((label, item))
+    return out
+
+
+def report_dir(out: Path, label: str) -> Path:
+    return out / f"data-{label}"
+
+
+def checked(argv: list[str]) -> tuple[argparse.Namespace, list[tuple[str, str, Plan]], Path]:
+    """Every data set's plan and the output folder, all checked before anything runs or is written."""
+    ap = Parser(prog="python -m study.board", add_help=False, allow_abbrev=False)
+    ap.add_argument("--data", required=True)
+    ap.add_argument("--out", default=None)
+    ap.add_argument("--resume", action="store_true")
+    args, rest = ap.parse_known_args(argv)
+    for flag, why in (("--counts", "it names one data set's classes"), ("--plan", "a plan holds one data set")):
+        if any(a == flag or a.startswith(f"{flag}=") for a in rest):
+            raise UsageError(f"{flag} cannot be used on a board: {why}")
+    args.rest = rest
+    data = parse_data(args.data)
+    plans = [(label, item, preflight([*rest, "--data", item])) for label, item in data]
+    out = paths.output_folder(args.out or plans[0][2].results_dir / "board", "--out")
+    for name in OUTPUTS:
+        paths.output_file(out / name, "--out")
+    for label, _, _ in plans:
+        folder = paths.output_folder(report_dir(out, label), "--out")
+        for name in STUDY_OUTPUTS:
+            paths.output_file(folder / name, "--out")
+    return args, plans, out
+
+
+def board_flags(rest: list[str]) -> dict[str, Any]:
+    """The study flags a board was given, by name, without those a resume may change."""
+    from study.sweep import FREE_ON_RESUME
+
+    values = vars(study_parser().parse_args(rest))
+    return {k: v for k, v in values.items() if k not in (*FREE_ON_RESUME, "resume", "data")}
+
+
+def resumed_state(out: Path, args: argparse.Namespace) -> dict[str, Any]:
+    """The paused board's state in ``out``, refused when its flags differ from these (each difference named)."""
+    path = out / STATE
+    if not path.is_file():
+        raise UsageError(f"--resume: no board to resume in {out} (no {STATE}); start it without --resume")
+    try:
+        state = json.loads(path.read_text(encoding="utf-8"))
+        before, now, data = board_flags(state["flags"]), board_flags(args.rest), state["data"]
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        raise UsageError(f"--resume: {path} is not a board's state ({err})") from None
+    differences = [f"--{k.replace('_', '-')} {now[k]} (was {before.get(k)})" for k in now if now[k] != before.get(k)]
+    if data != args.data:
+        differences.insert(0, f"--data {args.data} (was {data})")
+    if differences:
+        raise UsageError(f"--resume: board {state['board_id']} ran with other flags: {'; '.join(differences)}; "
+                         "resume it with the flags it started with")
+    return state
+
+
+def resumed_plans(plans: list[tuple[str, str, Plan]], state: dict[str, Any],
+                  rest: list[str]) -> list[tuple[str, str, Plan]]:
+    """The paused data set's plan is its study's own (plan.json), checked as ``study.tune --resume`` checks it."""
+    out = []
+    for label, item, plan in plans:
+        entry = state["runs"].get(label)
+        if entry is not None and not entry["done"]:
+            given = set(vars(study_parser(suppress=True).parse_args([*rest, "--data", item])))
+            plan = resumed(dataclasses.replace(plan, study_id=entry["study_id"], resume=True), given)
+        out.append((label, item, plan))
+    return out
+
+
+# ---------------------------------------------------------------- the command line: the studies and the board
+
+
+def save_state(out: Path, state: dict[str, Any]) -> None:
+    paths.write_atomic(out / STATE, json.dumps(state, indent=1).encode(), "--out")
+
+
+def _artifacts(plan: Plan) -> Path | None:
+    return plan.results_dir / "mlartifacts" if plan.tracking_uri.startswith("sqlite:") else None  # as the study's
+
+
+def open_board_run(plan: Plan, state: dict[str, Any], out: Path) -> None:
+    """The board's own MLflow run, opened (or set running again on --resume) before its first study."""
+    from study import store
+    from study.engine import SIGNALS
+
+    store.prepare_store(plan.tracking_uri)
+    SIGNALS.deferred = True  # the run and the state that names it are written together
+    try:
+        if state.get("run_id") is None:
+            tags = {"role": "board", "board_id": state["board_id"], "data": state["data"]}
+            state["run_id"] = store.open_run(plan.tracking_uri, plan.space, f"board · {state['board_id']}", tags,
+                                             _artifacts(plan))
+            save_state(out, state)
+        else:
+            store.client(plan.tracking_uri).update_run(state["run_id"], status="RUNNING")
+    finally:
+        SIGNALS.deferred = False
+
+
+def _open_data_run(label: str, plan: Plan, state: dict[str, Any], out: Path) -> dict[str, Any]:
+    from study import store
+    from study.engine import SIGNALS
+
+    entry = state["runs"].get(label)
+    SIGNALS.deferred = True  # the data set's run and the state that names it are written together
+    try:
+        if entry is None:
+            tags = {"role": "board_data", "board_id": state["board_id"], "data_set": label, "study_id": plan.study_id,
+                    "mlflow.parentRunId": state["run_id"]}
+            run = store.open_run(plan.tracking_uri, plan.space, f"{label} · {state['board_id']}", tags, _artifacts(plan))
+            entry = state["runs"][label] = {"study_id": plan.study_id, "run_id": run, "done": False, "failed": ""}
+        else:  # paused: the same study resumes under the same run
+            store.client(plan.tracking_uri).update_run(entry["run_id"], status="RUNNING")
+        save_state(out, state)
+    finally:
+        SIGNALS.deferred = False
+    return entry
+
+
+def run_data_set(label: str, plan: Plan, state: dict[str, Any], out: Path) -> int:
+    """One data set's study under its MLflow run, started or resumed. A study that fails (an exit code other than
+    0, 1 and a pause, or an exception) is recorded as failed and the board goes on without it."""
+    from study import store
+    from study.engine import SIGNALS, Interrupted
+    from study.runner import run_study
+
+    entry = _open_data_run(label, plan, state, out)
+    try:
+        SIGNALS.check()
+        print(f"board: data set {label} ({plan.study_id}{', resumed' if plan.resume else ''})", flush=True)
+        code = run_study(dataclasses.replace(plan, report_dir=report_dir(out, label), parent_run=entry["run_id"]))
+    except (Interrupted, KeyboardInterrupt):
+        store.end_run(plan.tracking_uri, entry["run_id"], "KILLED")
+        raise
+    except Exception as err:  # noqa: BLE001 - one data set's crash is named on the board, with its traceback here
+        traceback.print_exc()
+        code, entry["failed"] = 2, f"{type(err).__name__}: {one_line(err, 200)}"
+    paused = code in (130, 143) and not is_finished(plan.storage, plan.study_id)  # 130/143 after the finish: a
+    # signal that waited for the study's report
+    if not paused and code not in (0, 1, 130, 143) and not entry["failed"]:
+        entry["failed"] = f"the study exited with code {code}"
+    status = "KILLED" if paused else "FAILED" if entry["failed"] else "FINISHED"
+    store.end_run(plan.tracking_uri, entry["run_id"], status)
+    if not paused:
+        entry["done"] = True
+        save_state(out, state)
+    return code
+
+
+def read_scores(uri: str, space: str, study_id: str) -> tuple[dict[str, float], dict[str, dict[int, float]]]:
+    """Each finished approach's test macro-F1 of one study from MLflow: the mean over its confirmation seeds
+    (without confirmation, its parent's single test figure) and the scores by seed."""
+    from study.names import TEST_MACRO_F1
+    from study.report import gather, select
+
+    _, finished, _ = select(uri, space, study_id)
+    means, seeds = {}, {}
+    for parent in finished:
+        approach = gather(uri, space, parent)
+        seeds[approach.name] = approach.scores(TEST_MACRO_F1)
+        values = list(seeds[approach.name].values())
+        means[approach.name] = sum(values) / len(values) if values else parent.metrics.get(TEST_MACRO_F1, NAN)
+    return means, seeds
+
+
+def finish(plans: list[tuple[str, str, Plan]], state: dict[str, Any], out: Path, command: str) -> dict[str, str]:
+    """Every data set's scores from MLflow, the ranking and the board's files, logged to the board run; the
+    data sets that failed, with why."""
+    from study import store
+
+    plan = plans[0][2]
+    means, seeds, studies, failed = {}, {}, {}, {}
+    for label, _, _ in plans:
+        entry = state["runs"][label]
+        studies[label] = entry["study_id"]
+        try:
+            if entry["failed"]:
+                raise StudyError(entry["failed"])
+            means[label], seeds[label] = read_scores(plan.tracking_uri, plan.space, entry["study_id"])
+        except StudyError as err:  # the study failed, or its store holds no finished approach
+            failed[label] = one_line(err, 200)
+    ranking = rank_approaches(means, rope=plan.confirm.rope, seed=plan.seed)
+    for path in write_board(out, ranking, means, seeds, studies, failed, command):
+        store.client(plan.tracking_uri).log_artifact(state["run_id"], str(path), "board")
+    store.end_run(plan.tracking_uri, state["run_id"], "FINISHED")
+    return failed
+
+
+def run_board(plans: list[tuple[str, str, Plan]], state: dict[str, Any], out: Path, command: str) -> int:
+    """Every data set not yet done, then the board. SIGINT or SIGTERM pauses it (exit 130 / 143) through the
+    studies' own signal handling (study.engine.SIGNALS); during the finish a signal waits for it. Exit 1 when a
+    data set failed (the board names it), else 0."""
+    from study import store
+    from study.engine import SIGNALS, Interrupted
+
+    SIGNALS.install()
+    label, uri = plans[0][0], plans[0][2].tracking_uri
+    try:
+        open_board_run(plans[0][2], state, out)
+        for label, _, plan in plans:
+            entry = state["runs"].get(label)
+            if entry and entry["done"]:
+                print(f"board: data set {label} done ({entry['study_id']})", flush=True)
+                continue
+            SIGNALS.check()  # a signal that waited for the last data set's finish pauses the board here
+            code = run_data_set(label, plan, state, out)
+            if code in (130, 143) and not state["runs"][label]["done"]:
+                raise Interrupted(code)
+        SIGNALS.deferred = True  # the finish: a signal now waits until the board is written
+        failed = finish(plans, state, out, command)
+    except (Interrupted, KeyboardInterrupt) as stop:
+        SIGNALS.deferred = True  # a second Ctrl-C must not cut the line short
+        if state.get("run_id"):
+            store.end_run(uri, state["run_id"], "KILLED")
+        print(f"interrupted: board {state['board_id']} paused at data set {label}; finish it with the same command "
+              f"and --resume (finished data sets are skipped, {label} resumes)", file=sys.stderr)
+        return getattr(stop, "code", SIGNALS.code)
+    print(f"board: {out / 'board.md'}" + (f" ({len(failed)} data sets failed: {', '.join(failed)})" if failed else ""))
+    if SIGNALS.received is not None:
+        print(f"a signal arrived while board {state['board_id']} was finishing; it finished first", file=sys.stderr)
+        return SIGNALS.code
+    return 1 if failed else 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if "-h" in argv or "--help" in argv:
+        print(__doc__)
+        return 0
+    from study.lock import StudyLock
+
+    try:
+        args, plans, out = checked(argv)
+        state = resumed_state(out, args) if args.resume else {
+            "board_id": f"board-{time.strftime('%Y%m%d-%H%M%S')}", "data": args.data, "flags": args.rest,
+            "run_id": None, "runs": {}}
+        if all(state["runs"].get(label, {}).get("done") for label, _, _ in plans) and (out / "board.md").exists():
+            print(f"board {state['board_id']} is already finished; nothing to resume (board: {out / 'board.md'})")
+            return 0
+        plans = resumed_plans(plans, state, args.rest)
+        out.mkdir(parents=True, exist_ok=True)
+        with StudyLock(out / LOCK, state["board_id"]):  # a second driver of this board is refused
+            command = "python -m study.board " + " ".join(a for a in argv if a != "--resume")
+            return run_board(plans, state, out, command)
+    except StudyError as err:
+        return fail(err)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
