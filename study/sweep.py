@@ -40,7 +40,8 @@ RATIO_OUTPUTS = ("summary.csv", "summary.md", "comparison.png")  # what each rat
 # flags a resume may change: they move no result (where trials run, how much is printed)
 FREE_ON_RESUME = ("cpus_per_trial", "gpus_per_trial", "max_concurrent", "address", "verbose")
 FIELDS = ("ratio", "imbalance", "approach", "n_seeds", "test_macro_f1_mean", "test_macro_f1_ci_low",
-          "test_macro_f1_ci_high", "test_minority_recall_mean", "test_minority_recall_ci_low", "test_minority_recall_ci_high", "study_id")
+          "test_macro_f1_ci_high", "test_minority_recall_mean", "test_minority_recall_ci_low",
+          "test_minority_recall_ci_high", "study_id")
 
 
 def parse_ratios(value: str) -> list[tuple[str, float]]:
