@@ -54,7 +54,7 @@ class ImageModel(nn.Module):
 
 
 @contextmanager
-def _tracking(uri: str) -> Iterator[None]:
+def tracking(uri: str) -> Iterator[None]:
     """MLflow's fluent API pointed at ``uri`` for the block (Model.log and register_model read the global)."""
     import mlflow
 
@@ -117,7 +117,7 @@ def log_model(uri: str, run_id: str, model: nn.Module, *, classes: Sequence[str]
     # created here so that it lands in the run's experiment: Model.log would put it in the active (default) one
     logged = client.create_logged_model(client.get_run(run_id).info.experiment_id, name=MODEL_NAME,
                                         source_run_id=run_id)
-    with _tracking(uri):
+    with tracking(uri):
         info = mlflow.pytorch.log_model(
             net, name=MODEL_NAME, run_id=run_id, model_id=logged.model_id, serialization_format="pt2",
             signature=_signature(net, example), input_example=example, metadata={METADATA_KEY: meta},
@@ -139,6 +139,6 @@ def register(uri: str, run_id: str, name: str) -> str:
     if not named:
         raise ValueError(f"run {run_id} has no logged model {MODEL_NAME!r}: log it with study.publish.log_model first")
     # the model's own URI: runs:/<run_id>/model registers the same one, with a warning that the run has no artifacts
-    with _tracking(uri):
+    with tracking(uri):
         version = mlflow.register_model(f"models:/{named[-1].model_id}", name)
     return f"models:/{name}/{version.version}"
