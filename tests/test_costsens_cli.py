@@ -157,7 +157,8 @@ def test_checks_load_no_heavy_module(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(("module", "argv", "message"), [
-    ("costsens.report", ["--repetitions", "0"], "--repetitions must be >= 2 (a standard deviation needs two), but got 0"),
+    ("costsens.report", ["--repetitions", "0"],
+     "--repetitions must be >= 2 (a standard deviation needs two), but got 0"),
     ("costsens.tune", ["--dataset", "iris"], "unknown data set 'iris'; choose one of: hypothyroid, glass"),
 ])
 def test_command_line_exits_2_with_one_line(tmp_path: Path, module: str, argv: list[str], message: str) -> None:

@@ -60,7 +60,8 @@ def _ignore_sigint() -> None:
 
 @pytest.mark.engine
 @pytest.mark.parametrize(("signum", "ignore_sigint", "code"),
-                         [(signal.SIGINT, False, 130), (signal.SIGTERM, True, 143)], ids=["sigint", "sigterm-with-sigint-ignored"])
+                         [(signal.SIGINT, False, 130), (signal.SIGTERM, True, 143)],
+                         ids=["sigint", "sigterm-with-sigint-ignored"])
 def test_a_signal_stops_the_study_with_its_parent_killed(tmp_path: Path, signum: int, ignore_sigint: bool,
                                                          code: int) -> None:
     argv = ["--dataset", "glass", "--num-samples", "40", "--repetitions", "300"]  # minutes of trials: stopped in them

@@ -22,6 +22,8 @@ from mlflow.tracking import MlflowClient
 from study import sweep
 from studyutil import runs
 
+SWEEP = ["--space", "baseline", "--smoke", "--data", "digits", "--ratios", "1:2,1:8", "--confirm-seeds", "2"]
+
 
 @pytest.mark.parametrize(("argv", "message"), [
     (["--space", "baseline", "--ratios", "1:5"], r"--ratios needs at least two ratios"),
@@ -51,9 +53,10 @@ def test_ratios_run_from_the_most_balanced() -> None:
 @pytest.mark.e2e
 def test_a_two_ratio_sweep_nests_each_ratios_studies_and_writes_the_table(tmp_path: Path, monkeypatch) -> None:
     monkeypatch.chdir(tmp_path)
-    assert sweep.main(["--space", "baseline", "--smoke", "--data", "digits", "--ratios", "1:2,1:8", "--confirm-seeds", "2"]) == 0
+    assert sweep.main(SWEEP) == 0
     table = list(csv.DictReader(open(tmp_path / "results" / "sweep" / "summary.csv")))
-    assert [(r["ratio"], r["approach"], r["n_seeds"]) for r in table] == [("1:2", "baseline", "2"), ("1:8", "baseline", "2")]
+    assert [(r["ratio"], r["approach"], r["n_seeds"]) for r in table] == [("1:2", "baseline", "2"),
+                                                                          ("1:8", "baseline", "2")]
     assert (tmp_path / "results" / "sweep" / "sweep.png").exists()
     assert not (tmp_path / "mlruns").exists(), "artifacts belong under results/mlartifacts, not ./mlruns"
     c = MlflowClient(f"sqlite:///{tmp_path / 'results' / 'mlflow.db'}")
@@ -63,9 +66,6 @@ def test_a_two_ratio_sweep_nests_each_ratios_studies_and_writes_the_table(tmp_pa
         assert r.info.status == "FINISHED"
         parents = runs(c, "baseline", f"tags.mlflow.parentRunId = '{r.info.run_id}'")
         assert len(parents) == 1 and parents[0].data.tags["role"] == "parent"
-
-
-SWEEP = ["--space", "baseline", "--smoke", "--data", "digits", "--ratios", "1:2,1:8", "--confirm-seeds", "2"]
 
 
 def _one_error_line(capsys: pytest.CaptureFixture[str], message: str) -> None:
