@@ -198,7 +198,7 @@ def _table_lines(ranking: Ranking, means: Mapping[str, Mapping[str, float]], stu
 
 def _friedman_lines(ranking: Ranking) -> list[str]:
     if not ranking.omnibus:
-        return [f"{ranking.note.capitalize()}; the mean ranks above are all there is.\n"]
+        return [f"{ranking.note[:1].upper()}{ranking.note[1:]}; the mean ranks above are all there is.\n"]
     if ranking.omnibus != "friedman":
         return [f"autorank ran {ranking.omnibus} (p = {ranking.p_value:.3g}), not a Friedman test.\n"]
     pairs = ", ".join(f"{a} > {b}" for a, b in ranking.differ) or "none"
@@ -305,6 +305,8 @@ def checked(argv: list[str]) -> tuple[argparse.Namespace, list[tuple[str, str, P
     ap.add_argument("--out", default=None)
     ap.add_argument("--resume", action="store_true")
     args, rest = ap.parse_known_args(argv)
+    if not any(a == "--space" or a.startswith("--space=") for a in rest):
+        raise UsageError("--space is required, e.g. --space core")
     for flag, why in (("--counts", "it names one data set's classes"), ("--plan", "a plan holds one data set")):
         if any(a == flag or a.startswith(f"{flag}=") for a in rest):
             raise UsageError(f"{flag} cannot be used on a board: {why}")
@@ -473,7 +475,7 @@ def finish(plans: list[tuple[str, str, Plan]], state: dict[str, Any], out: Path,
             means[label], seeds[label] = read_scores(plan.tracking_uri, plan.space, entry["study_id"])
         except StudyError as err:  # the study failed, or its store holds no finished approach
             failed[label] = one_line(err, 200)
-    ranking = rank_approaches(means, rope=plan.confirm.rope, seed=plan.seed)
+    ranking = rank_approaches(means, rope=plan.confirm.rope, nsamples=NSAMPLES, seed=plan.seed)
     for path in write_board(out, ranking, means, seeds, studies, failed, command):
         store.client(plan.tracking_uri).log_artifact(state["run_id"], str(path), "board")
     store.end_run(plan.tracking_uri, state["run_id"], "FINISHED")
