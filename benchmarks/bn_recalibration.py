@@ -142,6 +142,8 @@ def conclusion(backbone: str, s: dict, rope: float = 0.02) -> str:
     beyond +-rope, over every epoch, over the late epochs, and at the validation-selected epoch?"""
 
     def judged(d: dict) -> str:
+        if d["n"] < 2:
+            return f"{d['mean']:+.3f} (one seed: no standard error)"
         se = d["sd"] / d["n"] ** 0.5
         clear, practical = abs(d["mean"]) > 2 * se, abs(d["mean"]) >= rope
         word = ("higher" if d["mean"] > 0 else "lower") if clear else "no clear change"
@@ -194,6 +196,7 @@ At the validation-selected epoch (a study's choice): stale val {fmt(sel['stale']
     md = f"""# BatchNorm recalibration before each evaluation
 
 Command: `{figures['command']}` (wall {figures['wall_s']} s; runs done: {figures['runs_done']})
+{figures.get('note', '')}
 
 Machine: {figures['machine']}; torch {figures['torch']}, Python {figures['python']}, 1 thread per run. Seconds are
 wall time on that shared machine: compare the two columns of one run, not runs with each other.
@@ -227,11 +230,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--data-seed", type=int, default=0)
     ap.add_argument("--out", type=Path, default=OUT)
     ap.add_argument("--render", type=Path, help="only rewrite the report from this JSON's runs (no training)")
+    ap.add_argument("--note", default="", help="with --render: a sentence on how the runs went, for the report")
     args = ap.parse_args(argv)
     if args.render:
         figures = json.loads(args.render.read_text())
         figures["summary"] = summarise(figures["runs"])
         figures["conclusion"] = " ".join(conclusion(b, s) for b, s in figures["summary"].items())
+        figures["note"] = args.note or figures.get("note", "")
         write(figures, args.out)
         print(figures["conclusion"])
         return 0
