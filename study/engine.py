@@ -95,6 +95,17 @@ def storage_seen_by(storage: str, node_ids: list[str]) -> dict[str, bool]:
         marker.unlink()
 
 
+def resolve_gpus(gpus_per_trial: float | str, image_size: int, batch_size: int) -> float:
+    """``auto`` on a cluster: the share of a GPU by image size when the cluster has GPUs, else 0 (the CPU)."""
+    import ray
+
+    from study.plan import gpu_share
+
+    if gpus_per_trial != "auto":
+        return float(gpus_per_trial)
+    return gpu_share(image_size, batch_size) if ray.cluster_resources().get("GPU", 0) > 0 else 0.0
+
+
 def check_cluster(gpus_per_trial: float, cpus_per_trial: float, tracking_uri: str, storage: str) -> None:
     """Guard rails checked once Ray is up, before any trial starts."""
     import ray
@@ -143,6 +154,10 @@ class Signals:
         self.received: int | None = None
         self.in_fit = False
         self.deferred = False
+
+    def reset(self) -> None:
+        """A new study in this process (a sweep's next ratio) starts with no signal recorded."""
+        self.received, self.in_fit, self.deferred = None, False, False
 
     def install(self) -> None:
         os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = "1"

@@ -52,10 +52,18 @@ class Confirm:
         return self.max_seeds > 0
 
 
+def gpu_share(image_size: int, batch_size: int) -> float:
+    """GPUs per trial by image size, from benchmarks/bench_gpu.py on an H200 (results/bench/gpu.md): small images
+    are bound by kernel launches, so four trials share a GPU (3.6x one trial's images/s at 32 px, batch 64)."""
+    if image_size <= 64 and batch_size <= 128:
+        return 0.25
+    return 1.0 if image_size >= 224 and batch_size >= 256 else 0.5
+
+
 @dataclass(frozen=True)
 class Resources:
     cpus_per_trial: float = 1.0
-    gpus_per_trial: float = 0.0
+    gpus_per_trial: float | str = 0.0  # "auto" only with an address: resolved once Ray is up (study.runner)
     max_concurrent: int | None = None
     address: str | None = None  # an existing Ray cluster ("auto"); None: a fresh local Ray
 

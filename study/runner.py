@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import sys
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -370,6 +371,7 @@ def run_study(plan: Plan) -> int:
     from study.engine import SIGNALS, Interrupted
     from study.lock import StudyLock, lock_path
 
+    SIGNALS.reset()
     SIGNALS.install()  # Ctrl-C while the data loads is a pause too
     try:
         splits, eval_costs = _prepare(plan)
@@ -399,6 +401,8 @@ def _guarded(plan: Plan, splits: dict[int, Dataset], eval_costs: np.ndarray, ban
     try:
         engine.init_ray(plan.resources.address, plan.verbose)
         engine.SIGNALS.install()  # after ray.init, which sets a SIGTERM handler of its own
+        gpus = engine.resolve_gpus(plan.resources.gpus_per_trial, plan.budget.image_size, plan.budget.batch_size)
+        plan = replace(plan, resources=replace(plan.resources, gpus_per_trial=gpus))
         engine.check_cluster(plan.resources.gpus_per_trial, plan.resources.cpus_per_trial, plan.tracking_uri,
                              plan.storage)
         trackers = {a: store.Tracker(**t) for a, t in tracker_settings(plan, data).items()}  # parent runs first

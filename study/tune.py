@@ -30,7 +30,8 @@ from typing import Any
 
 from study import paths
 from study.errors import Parser, UsageError, cli
-from study.plan import PLAN_FILE, Budget, Confirm, Plan, Resources, is_finished, plan_from_json, read_plan, study_file
+from study.plan import (PLAN_FILE, Budget, Confirm, Plan, Resources, gpu_share, is_finished, plan_from_json, read_plan,
+                        study_file)
 from study.sources import check_source, parse_counts, parse_ratio
 from study.spaces import MAX_NAME_LENGTH, available, load_spaces
 from study.weights import check_backbone, check_weights, weights_file
@@ -81,14 +82,13 @@ def gpus(value: str) -> float | str:
     return value if value == "auto" else finite(value)
 
 
-def auto_gpus(image_size: int, batch_size: int, address: str | None) -> float:
-    """Trials per GPU by image size, from benchmarks/bench_gpu.py on an H200 (results/bench/gpu.md): small images
-    are bound by kernel launches, so four trials share a GPU (3.6x one trial's images/s at 32 px, batch 64)."""
-    if address or local_gpus() == 0:
-        return 0.0  # on a cluster, say how many: the driver cannot see the workers' GPUs before Ray starts
-    if image_size <= 64 and batch_size <= 128:
-        return 0.25
-    return 1.0 if image_size >= 224 and batch_size >= 256 else 0.5
+def auto_gpus(image_size: int, batch_size: int, address: str | None) -> float | str:
+    """``--gpus-per-trial auto``: on this machine, :func:`gpu_share` when it has a GPU, else 0; on a cluster it stays
+    "auto" and study.runner resolves it from the cluster's resources once Ray is up (the driver cannot see the
+    workers' GPUs before)."""
+    if address:
+        return "auto"
+    return gpu_share(image_size, batch_size) if local_gpus() else 0.0
 
 
 def parser(suppress: bool = False) -> Parser:
@@ -175,6 +175,8 @@ def check_resources(resources: Resources) -> None:
     if resources.cpus_per_trial <= 0:
         raise UsageError(f"--cpus-per-trial must be > 0, got {resources.cpus_per_trial:g}")
     gpus = resources.gpus_per_trial
+    if gpus == "auto":
+        return  # a cluster's: resolved and checked once Ray is up
     if gpus < 0 or (gpus > 1 and gpus != int(gpus)):
         raise UsageError(f"--gpus-per-trial must be a fraction in [0, 1] or a whole number, got {gpus:g}")
     if resources.address:
