@@ -49,7 +49,7 @@ from study.errors import Parser, StudyError, UsageError, fail, one_line
 from study.plan import Plan, is_finished
 from study.sources import DATASETS, is_folder
 from study.stats import BETTER, EQUIVALENT, UNDECIDED, WORSE
-from study.sweep import flag_values
+from study.sweep import FREE_ON_RESUME
 from study.tune import parser as study_parser
 from study.tune import preflight, resumed
 
@@ -204,7 +204,8 @@ def _friedman_lines(ranking: Ranking) -> list[str]:
     pairs = ", ".join(f"{a} > {b}" for a, b in ranking.differ) or "none"
     return [f"Friedman test over {len(ranking.table)} data sets and {len(ranking.table.columns)} approaches: "
             f"p = {ranking.p_value:.3g} (level {ALPHA}). Nemenyi post-hoc: critical difference "
-            f"{ranking.cd:.2f} in mean rank; pairs further apart: {pairs}.\n", "![critical difference](cd_diagram.png)\n"]
+            f"{ranking.cd:.2f} in mean rank; pairs further apart: {pairs}.\n",
+            "![critical difference](cd_diagram.png)\n"]
 
 
 def _bayes_lines(ranking: Ranking) -> list[str]:
@@ -213,7 +214,8 @@ def _bayes_lines(ranking: Ranking) -> list[str]:
                 "No comparison: fewer than two data sets.\n"]
     lines = [f"Bayesian signed-rank test (Benavoli et al. 2014, `baycomp`) over {len(ranking.table)} data sets, region "
              f"of practical equivalence {ranking.rope:g} macro-F1, verdict at probability >= {THRESHOLD}.\n",
-             "| approach | mean Δ vs baseline | P(better) | P(equivalent) | P(worse) | verdict |", "|---|---|---|---|---|---|"]
+             "| approach | mean Δ vs baseline | P(better) | P(equivalent) | P(worse) | verdict |",
+             "|---|---|---|---|---|---|"]
     lines += [f"| {c.approach} | {c.mean_delta:+.3f} | {c.p_better:.3f} | {c.p_equivalent:.3f} | {c.p_worse:.3f} | "
               f"{c.verdict} |" for c in ranking.comparisons]
     return lines
@@ -284,7 +286,8 @@ def parse_data(value: str) -> list[tuple[str, str]]:
         raise UsageError(f"--data lists a data set twice: {value!r}")
     out: list[tuple[str, str]] = []
     for item in items:
-        label = item if item in DATASETS or not is_folder(item) else Path(os.path.abspath(os.path.expanduser(item))).name
+        folder = item not in DATASETS and is_folder(item)
+        label = Path(os.path.abspath(os.path.expanduser(item))).name if folder else item
         label = re.sub(r"[^A-Za-z0-9_.-]", "_", label) or "_"
         twin = next((data for lbl, data in out if lbl == label), None)
         if twin is not None:
@@ -325,8 +328,6 @@ def checked(argv: list[str]) -> tuple[argparse.Namespace, list[tuple[str, str, P
 
 def board_flags(rest: list[str]) -> dict[str, Any]:
     """The study flags a board was given, by name, without those a resume may change."""
-    from study.sweep import FREE_ON_RESUME
-
     values = vars(study_parser().parse_args(rest))
     return {k: v for k, v in values.items() if k not in (*FREE_ON_RESUME, "resume", "data")}
 
@@ -403,7 +404,8 @@ def _open_data_run(label: str, plan: Plan, state: dict[str, Any], out: Path) -> 
         if entry is None:
             tags = {"role": "board_data", "board_id": state["board_id"], "data_set": label, "study_id": plan.study_id,
                     "mlflow.parentRunId": state["run_id"]}
-            run = store.open_run(plan.tracking_uri, plan.space, f"{label} · {state['board_id']}", tags, _artifacts(plan))
+            name = f"{label} · {state['board_id']}"
+            run = store.open_run(plan.tracking_uri, plan.space, name, tags, _artifacts(plan))
             entry = state["runs"][label] = {"study_id": plan.study_id, "run_id": run, "done": False, "failed": ""}
         else:  # paused: the same study resumes under the same run
             store.client(plan.tracking_uri).update_run(entry["run_id"], status="RUNNING")

@@ -163,7 +163,8 @@ def studies(monkeypatch, tmp_path: Path):
     table = synthetic(2)
 
     def fake(plan) -> int:
-        calls.append({"data": plan.data, "study_id": plan.study_id, "resume": plan.resume, "parent_run": plan.parent_run})
+        calls.append({"data": plan.data, "study_id": plan.study_id, "resume": plan.resume,
+                      "parent_run": plan.parent_run})
         code = codes.pop(0)
         if isinstance(code, Exception):
             raise code
