@@ -128,7 +128,7 @@ def predict(net: Any, images: Any, meta: dict[str, Any]) -> list[tuple[int, list
 def _parser() -> Parser:
     ap = Parser(prog="python -m study.predict", description=__doc__, allow_abbrev=False,
                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--model", required=True, type=_model_uri,
+    ap.add_argument("--model", required=True,
                     help="the registered model, models:/<name>/<version> (the study registers <space>-<approach>)")
     ap.add_argument("--tracking-uri", default=DEFAULT_TRACKING_URI,
                     help=f"MLflow tracking URI with the model registry (default {DEFAULT_TRACKING_URI})")
@@ -139,6 +139,7 @@ def _parser() -> Parser:
 
 def _main(argv: list[str] | None) -> int:
     args = _parser().parse_args(argv)
+    _model_uri(args.model)  # checked here: argparse would bury a type's message in its own
     out = output_file(args.out, "--out")
     paths, skipped = _images(args.input)
     uri = _store(args.tracking_uri)
