@@ -6,7 +6,7 @@ PIP    := $(PY) -m pip
 STAMP  := $(VENV)/.installed
 ARGS   ?=
 
-.PHONY: install test test-fast study ui bench pretrain clean
+.PHONY: install test test-fast study ui bench pretrain clean chaos test-slow
 
 install: $(STAMP)
 
@@ -55,3 +55,12 @@ ui: $(STAMP)
 
 clean:
 	rm -rf results/ray results/cache results/checkpoints
+
+# the long chaos run (issue 18): kills on a simulated cluster, then the records checked; writes results/bench/chaos.md
+chaos: $(STAMP)
+	$(PY) benchmarks/chaos.py $(ARGS)
+
+# the slow tests (the long chaos run as a test), then the chaos run itself
+test-slow: $(STAMP)
+	$(PY) -m pytest -q -m slow $(ARGS)
+	$(MAKE) chaos
