@@ -86,7 +86,7 @@ def evaluation_costs(plan: Plan, data: Dataset) -> np.ndarray:
 def weight_bank(plan: Plan) -> dict[str, dict]:
     """Pretrained state dicts by ``<weights>@<backbone>``, loaded once in the driver; trials get them through the
     object store, so nodes need no copy of the files."""
-    from study.models import load_weights
+    from study.models import check_weight_keys, load_weights
     from study.pretrain import pretrain
 
     bank = {}
@@ -96,6 +96,7 @@ def weight_bank(plan: Plan) -> dict[str, dict]:
             print(f"no source-task checkpoint at {path}: pretraining it once now (python -m study.pretrain)")
             pretrain(path, image_size=plan.budget.image_size, seed=plan.seed, smoke=plan.smoke,
                      epochs=1 if plan.smoke else 6, cache_dir=plan.cache_dir)
+        check_weight_keys(name, backbone, path)  # foreign keys: one error line now, not a trial failing 4 times
         bank[key] = load_weights(name, backbone, path)
     return bank
 
@@ -389,7 +390,7 @@ def run_study(plan: Plan) -> int:
 
 def _guarded(plan: Plan, splits: dict[int, Dataset], eval_costs: np.ndarray, bank: dict) -> int:
     """Ray, the study's records and its phases inside the guard that closes every open run."""
-    from study import engine, store
+    from study import engine, paths, store
     from study.plan import PLAN_FILE, mark_finished, save_plan, study_file
     from study.resplit import overlap_rho
 
@@ -428,6 +429,7 @@ def _guarded(plan: Plan, splits: dict[int, Dataset], eval_costs: np.ndarray, ban
     finally:
         engine.shutdown_ray()
     code = report(plan, results)
+    paths.write_atomic((plan.report_dir or plan.results_dir / plan.space) / PLAN_FILE, plan.to_json().encode(), "plan")
     mark_finished(plan.storage, plan.study_id)
     engine.SIGNALS.deferred = False
     if engine.SIGNALS.received is not None:

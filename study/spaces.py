@@ -81,18 +81,18 @@ Rule = tuple[str, Callable[[float], bool]]  # the rule as messages state it, and
 # Numeric trial settings; NaN and infinities fail before these are tested. Every rule is an interval,
 # so a searched range passes when both its bounds do.
 RANGES: dict[str, Rule] = {
-    "lr": ("> 0", lambda v: v > 0),
-    "weight_decay": (">= 0", lambda v: v >= 0),
+    "lr": ("in (0, 10]", lambda v: 0 < v <= 10),
+    "weight_decay": ("in [0, 1]", lambda v: 0 <= v <= 1),
     "ratio": ("in (0, 1]", lambda v: 0 < v <= 1),
-    "k_neighbors": (">= 1", lambda v: v >= 1),
-    "gamma": (">= 0", lambda v: v >= 0),
+    "k_neighbors": ("in [1, 100]", lambda v: 1 <= v <= 100),
+    "gamma": ("in [0, 20]", lambda v: 0 <= v <= 20),
     "alpha": ("in [0, 1]", lambda v: 0 <= v <= 1),
-    "weight_ratio": ("> 0", lambda v: v > 0),
+    "weight_ratio": ("in (0, 1e4]", lambda v: 0 < v <= 1e4),
     "beta": ("in (0, 1)", lambda v: 0 < v < 1),
-    "max_margin": ("> 0", lambda v: v > 0),
-    "drw_epoch": (">= 1", lambda v: v >= 1),
-    "tau": (">= 0", lambda v: v >= 0),
-    "cost_ratio": ("> 0", lambda v: v > 0),
+    "max_margin": ("in (0, 10]", lambda v: 0 < v <= 10),
+    "drw_epoch": ("in [1, 10000]", lambda v: 1 <= v <= 10000),
+    "tau": ("in [0, 20]", lambda v: 0 <= v <= 20),
+    "cost_ratio": ("in (0, 1e6]", lambda v: 0 < v <= 1e6),
 }
 INTEGER_KEYS = ("k_neighbors", "drw_epoch")
 BUDGET_RANGES: dict[str, Rule] = {

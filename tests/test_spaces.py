@@ -206,28 +206,28 @@ PARAMS = "params:\n  lr: {type: float, low: 1.0e-4, high: 1.0e-2, log: true}\n"
         (GOOD + "  ratio: {type: float, low: 0.1, high: 1, when: {loss: [focl]}}\n",
          r"bad\.yaml: params\.ratio\.when\.loss: unknown loss 'focl'"),
         # ranges, fixed and searched
-        ("fixed: {lr: 0}\n" + PARAMS.replace("lr", "gamma"), r"bad\.yaml: fixed\.lr: `lr > 0` must hold, but got 0"),
-        ("params:\n  lr: {type: float, low: -1.0, high: 1.0}\n", r"bad\.yaml: params\.lr\.low: `lr > 0` must hold, but got -1\.0"),
+        ("fixed: {lr: 0}\n" + PARAMS.replace("lr", "gamma"), r"bad\.yaml: fixed\.lr: `lr in \(0, 10\]` must hold, but got 0"),
+        ("params:\n  lr: {type: float, low: -1.0, high: 1.0}\n", r"bad\.yaml: params\.lr\.low: `lr in \(0, 10\]` must hold, but got -1\.0"),
         (GOOD + "  weight_decay: {type: float, low: -0.1, high: 0.1}\n",
-         r"bad\.yaml: params\.weight_decay\.low: `weight_decay >= 0` must hold, but got -0\.1"),
+         r"bad\.yaml: params\.weight_decay\.low: `weight_decay in \[0, 1\]` must hold, but got -0\.1"),
         (GOOD + "  gamma: {type: categorical, choices: [2, -1]}\n",
-         r"bad\.yaml: params\.gamma\.choices: `gamma >= 0` must hold, but got -1"),
+         r"bad\.yaml: params\.gamma\.choices: `gamma in \[0, 20\]` must hold, but got -1"),
         ("fixed: {alpha: 1.5}\n" + PARAMS, r"bad\.yaml: fixed\.alpha: `alpha in \[0, 1\]` must hold, but got 1\.5"),
         (GOOD + "  ratio: {type: float, low: 0.5, high: 1.5}\n",
          r"bad\.yaml: params\.ratio\.high: `ratio in \(0, 1\]` must hold, but got 1\.5"),
         ("fixed: {ratio: 0}\n" + PARAMS, r"bad\.yaml: fixed\.ratio: `ratio in \(0, 1\]` must hold, but got 0"),
-        ("fixed: {weight_ratio: 0}\n" + PARAMS, r"bad\.yaml: fixed\.weight_ratio: `weight_ratio > 0` must hold, but got 0"),
-        ("fixed: {cost_ratio: -2}\n" + PARAMS, r"bad\.yaml: fixed\.cost_ratio: `cost_ratio > 0` must hold, but got -2"),
-        ("fixed: {k_neighbors: 0}\n" + PARAMS, r"bad\.yaml: fixed\.k_neighbors: `k_neighbors >= 1` must hold, but got 0"),
+        ("fixed: {weight_ratio: 0}\n" + PARAMS, r"bad\.yaml: fixed\.weight_ratio: `weight_ratio in \(0, 1e4\]` must hold, but got 0"),
+        ("fixed: {cost_ratio: -2}\n" + PARAMS, r"bad\.yaml: fixed\.cost_ratio: `cost_ratio in \(0, 1e6\]` must hold, but got -2"),
+        ("fixed: {k_neighbors: 0}\n" + PARAMS, r"bad\.yaml: fixed\.k_neighbors: `k_neighbors in \[1, 100\]` must hold, but got 0"),
         ("fixed: {k_neighbors: 2.5}\n" + PARAMS, r"bad\.yaml: fixed\.k_neighbors: expected an integer, got 2\.5"),
         ("fixed: {beta: 1.0}\n" + PARAMS, r"bad\.yaml: fixed\.beta: `beta in \(0, 1\)` must hold, but got 1\.0"),
         (GOOD + "  beta: {type: categorical, choices: [0.9, 0]}\n",
          r"bad\.yaml: params\.beta\.choices: `beta in \(0, 1\)` must hold, but got 0"),
-        ("fixed: {tau: -0.5}\n" + PARAMS, r"bad\.yaml: fixed\.tau: `tau >= 0` must hold, but got -0\.5"),
+        ("fixed: {tau: -0.5}\n" + PARAMS, r"bad\.yaml: fixed\.tau: `tau in \[0, 20\]` must hold, but got -0\.5"),
         (GOOD + "  max_margin: {type: float, low: 0.0, high: 1.0}\n",
-         r"bad\.yaml: params\.max_margin\.low: `max_margin > 0` must hold, but got 0\.0"),
+         r"bad\.yaml: params\.max_margin\.low: `max_margin in \(0, 10\]` must hold, but got 0\.0"),
         (GOOD + "  drw_epoch: {type: int, low: 0, high: 5}\n",
-         r"bad\.yaml: params\.drw_epoch\.low: `drw_epoch >= 1` must hold, but got 0"),
+         r"bad\.yaml: params\.drw_epoch\.low: `drw_epoch in \[1, 10000\]` must hold, but got 0"),
         ("fixed: {lr: .nan}\n" + PARAMS.replace("lr", "gamma"), r"bad\.yaml: fixed\.lr: expected a finite number, got nan"),
         ("params:\n  lr: {type: float, low: 1.0e-4, high: .inf, log: true}\n",
          r"bad\.yaml: params\.lr\.high: expected a finite number, got inf"),
@@ -338,7 +338,7 @@ def test_a_composite_mixes_inline_approaches_and_space_files(space_dir: Path) ->
         ("[{name: a, defaults: {epochs: 3}}]", r"comp\.yaml: approaches\[0\]: unknown key 'defaults'; an inline approach "
                                                r"holds name, description, fixed, params, points, no_neutral \(the budget "
                                                r"is the composite's\)$"),
-        ("[{name: a, fixed: {lr: -1}}]", r"comp\.yaml: approaches\.a: fixed\.lr: `lr > 0` must hold, but got -1"),
+        ("[{name: a, fixed: {lr: -1}}]", r"comp\.yaml: approaches\.a: fixed\.lr: `lr in \(0, 10\]` must hold, but got -1"),
         ("[{name: a, params: {gamma: {type: float, low: 0, high: .inf}}}]",
          r"comp\.yaml: approaches\.a: params\.gamma\.high: expected a finite number, got inf"),
         ("[{name: a, fixed: [loss]}]", r"comp\.yaml: approaches\.a: fixed: expected a mapping, got \['loss'\]"),
@@ -404,3 +404,13 @@ def test_a_space_file_must_be_small_regular_utf8_text(space_dir: Path, make, mes
     make(space_dir / "odd.yaml")
     with pytest.raises(SpaceError, match=message):
         load_spaces("odd")
+
+
+def test_every_range_has_an_upper_bound_so_lr_1e300_is_refused(tmp_path) -> None:
+    """A space searching lr up to 1e300 once ran and reported lr 5.5e13 as the best configuration."""
+    from study.spaces import RANGES, SpaceError, load_space
+
+    (tmp_path / "huge.yaml").write_text("params:\n  lr: {type: float, low: 1.0e-4, high: 1.0e+300, log: true}\n")
+    with pytest.raises(SpaceError, match=r"huge\.yaml: params\.lr\.high: `lr in \(0, 10\]` must hold, but got 1e\+300"):
+        load_space("huge", tmp_path)
+    assert all(not rule[1](1e300) for rule in RANGES.values())
