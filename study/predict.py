@@ -27,7 +27,7 @@ from study.sources import IMAGE_SUFFIXES
 from study.store import DEFAULT_TRACKING_URI
 
 MODEL_SCHEMES = ("models:/", "runs:/")
-CHUNK = 4096  # images decoded and predicted at a time: memory stays bounded on a large folder
+CHUNK = 1024  # images decoded and predicted at a time: memory stays bounded on a large folder
 BATCH = 256  # images per forward pass
 LUMA = (19595, 38470, 7471)  # PIL's RGB -> L weights (ITU-R 601-2) in 1/65536: a grey image stays exact
 
