@@ -81,3 +81,28 @@ def test_the_minority_comes_from_the_data_set_not_the_first_class(one_thread) ->
 def test_epoch_metrics_prefix_every_metric_with_its_split() -> None:
     out = epoch_metrics({"loss": 1.0, "macro_f1": 0.4, "confusion": [[1]]}, {"macro_f1": 0.7, "loss": 0.5, "confusion": [[2]]})
     assert out == {"val_macro_f1": 0.7, "val_loss": 0.5, "val_confusion": [[2]], "train_loss": 1.0, "train_macro_f1": 0.4}
+
+
+def test_every_approach_is_scored_at_minimum_expected_cost_from_calibrated_probabilities(one_thread) -> None:
+    """test_mec_* decide every approach's own test probabilities by one rule, after a temperature fitted on
+    validation; calibration error is reported before and after, and the rule's cost without calibration."""
+    from study.calibration import apply_temperature, fit_temperature, log_probs
+    from study.costs import binary_cost_matrix, expected_cost, min_cost_decision
+    from study.loop import evaluate
+    from study.trainable import EVAL_BATCH, test_figures
+
+    ds = tiny()
+    p = build_parts(config(), ds)
+    costs = binary_cost_matrix(6.0, positive=ds.minority)
+    val = evaluate(p.model, ds.val.images, ds.val.labels, p.loss, batch_size=EVAL_BATCH, device=p.device)
+    figures = test_figures(p, ds, costs, val)
+    test = evaluate(p.model, ds.test.images, ds.test.labels, p.loss, batch_size=EVAL_BATCH, device=p.device)
+    t = fit_temperature(log_probs(val.probs.numpy()), val.y_true.numpy())
+    calibrated = apply_temperature(log_probs(test.probs.numpy().astype(np.float64)), t)
+    y = test.y_true.numpy()
+    assert figures["temperature"] == pytest.approx(t)
+    assert figures["test_mec_expected_cost"] == pytest.approx(expected_cost(y, min_cost_decision(calibrated, costs), costs))
+    assert figures["test_mec_uncalibrated_expected_cost"] == pytest.approx(
+        expected_cost(y, min_cost_decision(test.probs.numpy(), costs), costs))
+    assert {"test_ece", "test_brier", "test_calibrated_ece", "test_calibrated_brier", "test_expected_cost"} <= set(figures)
+    assert test_figures(p, ds, costs)["temperature"] == 1.0  # no validation given: nothing to fit
