@@ -117,16 +117,28 @@ def stop(proc: subprocess.Popen) -> None:
             continue
 
 
-def trial_workers() -> list[Any]:
-    """Ray worker processes running a trial (the trainable's actor), found by their command line."""
+def is_trial(proc: Any) -> bool:
+    """A Ray worker process running a trial (the trainable's actor), by its command line."""
+    try:
+        cmd = " ".join(proc.cmdline())
+    except Exception:  # noqa: BLE001 - it ended meanwhile
+        return False
+    return cmd.startswith("ray::") and any(m in cmd for m in TRAINABLE_MARKS)
+
+
+def trial_workers(nodes: list) -> list[Any]:
+    """The trial workers of these Ray nodes only (children of their raylets): never another cluster's on the same
+    machine, e.g. another test's."""
     import ray  # noqa: F401  (puts Ray's vendored psutil on the path)
     import psutil
 
     found = []
-    for p in psutil.process_iter(["cmdline"]):
-        cmd = " ".join(p.info["cmdline"] or [])
-        if cmd.startswith("ray::") and any(m in cmd for m in TRAINABLE_MARKS):
-            found.append(p)
+    for node in nodes:
+        try:
+            raylet = psutil.Process(node.all_processes["raylet"][0].process.pid)
+            found += [k for k in raylet.children(recursive=True) if is_trial(k)]
+        except (psutil.NoSuchProcess, KeyError, IndexError):  # a node removed meanwhile
+            continue
     return found
 
 
@@ -152,16 +164,8 @@ class Killer(threading.Thread):
                 self.kill_worker()
 
     def node_busy(self) -> bool:
-        """Whether the first worker node runs a trial now (its raylet's children include a trial actor)."""
-        import psutil  # Ray's vendored copy: ray is imported by now
-
-        pid = self.workers[0].all_processes["raylet"][0].process.pid
-        try:
-            kids = psutil.Process(pid).children(recursive=True)
-        except psutil.NoSuchProcess:
-            return False
-        return any(" ".join(k.cmdline()).startswith("ray::") and any(m in " ".join(k.cmdline()) for m in TRAINABLE_MARKS)
-                   for k in kids if k.is_running())
+        """Whether the first worker node runs a trial now."""
+        return bool(trial_workers(self.workers[:1]))
 
     def remove_node(self) -> None:
         self.cluster.remove_node(self.workers[0])
@@ -171,7 +175,7 @@ class Killer(threading.Thread):
         self.tally.log("added a fresh worker node", self.start_time)
 
     def kill_worker(self) -> None:
-        victims = trial_workers()
+        victims = trial_workers([self.cluster.head_node, *self.cluster.worker_nodes])
         if not victims:
             return
         victim = self.rng.choice(victims)
