@@ -355,7 +355,11 @@ def rank(best_macro_f1: float, trial_id: str) -> tuple[float, str]:
 
 def delete_checkpoints(trial: Any) -> int:
     """Delete the trial's checkpoint_* directories on its storage (local, NFS or S3); how many went."""
-    fs, root = trial.storage.storage_filesystem, trial.storage.trial_fs_path
+    return delete_checkpoints_under(trial.storage.storage_filesystem, trial.storage.trial_fs_path)
+
+
+def delete_checkpoints_under(fs: pyarrow.fs.FileSystem, root: str) -> int:
+    """Delete the checkpoint_* directories directly under ``root``; how many went."""
     found = fs.get_file_info(pyarrow.fs.FileSelector(root, allow_not_found=True))
     dirs = [f.path for f in found if f.type == pyarrow.fs.FileType.Directory and f.base_name.startswith("checkpoint_")]
     for path in dirs:
@@ -495,8 +499,8 @@ class MLflowCallback(tune.Callback):
         epochs = int(last.get("training_iteration", 0))
         self.tracker.log_artifacts(run_id, last)
         if "test_y_pred" in last:
-            self.tracker.client.log_dict(run_id, {"y_true": last["test_y_true"], "y_pred": last["test_y_pred"]},
-                                         "test_predictions.json")
+            self.tracker.client.log_dict(run_id, {"y_true": last["test_y_true"], "y_pred": last["test_y_pred"],
+                                                  "probs": last.get("test_probs")}, "test_predictions.json")
         tags = {"epochs_run": str(epochs), "stopped_early": str(epochs < self.max_epochs).lower()}
         self.tracker.end(run_id, "FINISHED", tags)
 
@@ -557,6 +561,15 @@ def _best_state_loader(result: Any, checkpoint_file: str) -> Callable[[], dict] 
             return torch.load(Path(d) / checkpoint_file, map_location="cpu", weights_only=True)
 
     return load
+
+
+def prune_experiment(storage: str, name: str) -> None:
+    """Delete every checkpoint a finished phase kept (``<storage>/<name>/<trial>/checkpoint_*``)."""
+    fs, root = (pyarrow.fs.FileSystem.from_uri(f"{storage}/{name}") if "://" in storage
+                else (pyarrow.fs.LocalFileSystem(), f"{storage}/{name}"))
+    for trial in fs.get_file_info(pyarrow.fs.FileSelector(root, allow_not_found=True)):
+        if trial.type == pyarrow.fs.FileType.Directory:
+            delete_checkpoints_under(fs, trial.path)
 
 
 def _outcomes(grid: Any, checkpoint_file: str) -> list[Outcome]:
@@ -691,8 +704,10 @@ def search(s: TuneSetup, name: str, searches: dict[str, Search], budget: Any, se
     return _run(tuner, expected, s.checkpoint_file, stop)
 
 
-def retrain(s: TuneSetup, name: str, configs: list[dict[str, Any]], epochs: int, resume: bool) -> PhaseResult:
-    """Retrain each config for ``epochs`` epochs, no early stopping (FIFO): a race or confirmation round."""
+def retrain(s: TuneSetup, name: str, configs: list[dict[str, Any]], epochs: int, resume: bool,
+            keep_best: bool = False) -> PhaseResult:
+    """Retrain each config for ``epochs`` epochs, no early stopping (FIFO): a race or confirmation round.
+    ``keep_best``: each approach's best run keeps its checkpoints (its network is logged after the round)."""
     _quiet_trial_logs(s.verbose)
     trainable, path = _with_resources(s), f"{s.storage}/{name}"
     if resume and tune.Tuner.can_restore(path):
@@ -700,7 +715,7 @@ def retrain(s: TuneSetup, name: str, configs: list[dict[str, Any]], epochs: int,
     approaches = list(dict.fromkeys(c["approach"] for c in configs))
     phase = configs[0]["phase"] if configs else "confirm"
     callbacks = [MLflowCallback(s.trackers[a], epochs, phase) for a in approaches]
-    callbacks += [KeepBestCheckpoints(keep_best=False)] + ([] if s.verbose else [StatusLine(name)])
+    callbacks += [KeepBestCheckpoints(keep_best=keep_best)] + ([] if s.verbose else [StatusLine(name)])
     stop = FatalStop()
     tuner = tune.Tuner(
         trainable,

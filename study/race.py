@@ -101,6 +101,7 @@ class Ledger:
     rounds: list[dict[str, Any]] = field(default_factory=list)  # [{"round": k, "seeds": {approach: [seed, ...]}}]
     scores: dict[str, dict[str, float]] = field(default_factory=dict)  # approach -> str(seed) -> test macro-F1
     verdicts: dict[str, str] = field(default_factory=dict)  # approach -> verdict when decided
+    models: dict[str, dict[str, Any]] = field(default_factory=dict)  # approach -> {val, run_id} of its logged network
     finished: bool = False
 
     def seeds(self, approach: str) -> list[int]:

@@ -28,6 +28,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
+
 from study import importance, store
 from study.errors import Parser, StudyError, cli
 from study.names import TEST_MACRO_F1, VAL_MACRO_F1
@@ -43,7 +45,9 @@ DEFAULT_ROPE, DEFAULT_RHO = 0.02, 0.0
 COST, MEC_COST = "test_expected_cost", "test_mec_expected_cost"  # argmax decisions; minimum-expected-cost ones
 SUMMARY_METRICS = (TEST_MACRO_F1, "test_minority_recall", "test_balanced_accuracy", COST, MEC_COST)
 UNBOUNDED_ABOVE = (COST, MEC_COST)  # >= 0; the rest lie in [0, 1]
-PREDICTIONS = "test_predictions.json"  # on each confirm run: {"y_true": [...], "y_pred": [...]}
+PREDICTIONS = "test_predictions.json"  # on each confirm run: {"y_true": [...], "y_pred": [...], "probs": [[...]]}
+CALIBRATION = ("temperature", "test_ece", "test_calibrated_ece", "test_brier", "test_calibrated_brier",
+               "test_mec_uncalibrated_expected_cost", MEC_COST)
 CURVES = (("loss", "train_loss", "val_loss"), ("macro-F1", "train_macro_f1", VAL_MACRO_F1))
 COLOURS = {BETTER: "tab:green", WORSE: "tab:red", EQUIVALENT: "tab:blue", UNDECIDED: "tab:grey"}
 COLUMNS = ("approach", "n_seeds", "config_rank",
@@ -366,6 +370,47 @@ def _verdict_table(table: list[dict[str, Any]]) -> list[str]:
     return lines + [""]
 
 
+def calibration_section(approaches: list[Approach]) -> list[str]:
+    """Per approach, means over its seeds: the temperature fitted on validation, ECE and Brier score on test before
+    and after it, and the minimum-expected-cost rule's cost on the raw and on the calibrated probabilities."""
+    rows = []
+    for a in approaches:
+        means = {k: float(np.mean(list(a.scores(k).values()))) if a.scores(k) else NAN for k in CALIBRATION}
+        if not _nan(means["temperature"]):
+            rows.append(f"| {a.name} | {_num(means['temperature'], 2)} | {_num(means['test_ece'])} → "
+                        f"{_num(means['test_calibrated_ece'])} | {_num(means['test_brier'])} → "
+                        f"{_num(means['test_calibrated_brier'])} | {_num(means['test_mec_uncalibrated_expected_cost'])} → "
+                        f"{_num(means[MEC_COST])} |")
+    if not rows:
+        return []
+    return ["## Calibration", "",
+            "Minimum-expected-cost decisions assume calibrated probabilities; reweighting and resampling distort them. "
+            "Each confirmation run fits one temperature on validation (Guo et al. 2017) and decides its test images at "
+            "minimum expected cost from the calibrated probabilities. Means over seeds, before → after; reliability "
+            "diagrams (calibrated, pooled over seeds): `reliability_<approach>.png`.", "",
+            "| approach | temperature | ECE (test) | Brier (test) | expected cost, min-expected-cost rule |",
+            "|---|---|---|---|---|", *rows, ""]
+
+
+def reliability_figures(uri: str, approaches: list[Approach], out_dir: Path) -> None:
+    """``reliability_<approach>.png``: the calibrated test probabilities of every seed, pooled."""
+    from study.calibration import reliability_diagram
+
+    for a in approaches:
+        probs, labels = [], []
+        for r in a.confirm:
+            try:
+                pred = store.json_artifact(uri, r.run_id, PREDICTIONS)
+            except store.StoreError:
+                continue
+            if pred.get("probs"):
+                probs += pred["probs"]
+                labels += pred["y_true"]
+        if probs:
+            _save(reliability_diagram(np.asarray(probs), np.asarray(labels), 15, title=f"{a.name} (calibrated)"),
+                  out_dir / f"reliability_{a.name}.png")
+
+
 def _front_section(table: list[dict[str, Any]]) -> list[str]:
     found = fronts(table)
     if not found:
@@ -382,7 +427,7 @@ def _front_section(table: list[dict[str, Any]]) -> list[str]:
 
 
 def write_markdown(table: list[dict[str, Any]], results: list[importance.Importance], path: Path, experiment: str,
-                   study_id: str, parent: store.Run, unfinished: list[store.Run]) -> None:
+                   study_id: str, parent: store.Run, unfinished: list[store.Run], calibration: list[str]) -> None:
     minority = parent.tags.get("minority", "minority")
     confirmed = any(r["n_seeds"] for r in table)
     intro = ("Each approach's final configuration retrained from scratch over paired trial seeds, each scored on the "
@@ -400,6 +445,7 @@ def write_markdown(table: list[dict[str, Any]], results: list[importance.Importa
     lines += ["## What the numbers support", "", *claims(table), "", "![comparison](comparison.png)", "",
               "![learning curves](curves.png)", ""]
     lines += _front_section(table)
+    lines += calibration
     if any(r["approach"] in PAPER_TABLE1 and r["approach"] != BASELINE for r in table):
         lines += paper_section(table)
     lines += importance.markdown(results)
@@ -563,7 +609,9 @@ def write_report(uri: str, experiment: str, out_dir: Path, study_id: str | None 
         writer = csv.DictWriter(f, fieldnames=list(COLUMNS))
         writer.writeheader()
         writer.writerows({k: "" if _nan(v) else v for k, v in r.items()} for r in table)
-    write_markdown(table, results, out_dir / "summary.md", experiment, study_id, finished[0], unfinished)
+    write_markdown(table, results, out_dir / "summary.md", experiment, study_id, finished[0], unfinished,
+                   calibration_section(approaches))
+    reliability_figures(uri, approaches, out_dir)
     _save(comparison_figure(table), out_dir / "comparison.png")
     _save(curves_figure(uri, approaches), out_dir / "curves.png")
     _save(front_figure(table), out_dir / "front.png")

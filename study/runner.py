@@ -190,7 +190,45 @@ def round_configs(plan: Plan, ledger: race.Ledger, seeds: dict[str, list[int]], 
             for a, seeds_ in seeds.items() for i in seeds_]
 
 
-def run_race(plan: Plan, setup: Any, ledger: race.Ledger, rho: float, save: Any) -> list:
+def log_networks(plan: Plan, setup: Any, ledger: race.Ledger, outcomes: list, trackers: dict) -> None:
+    """Each approach's best confirmation run so far (by validation macro-F1) logs its network at its selected epoch
+    (``mlflow.pytorch``, with the temperature fitted on validation): the winner becomes a model you load."""
+    from study import publish
+    from study.models import build_model
+
+    data = setup.data[plan.seed]
+    for approach in {o.config["approach"] for o in outcomes}:
+        mine = [o for o in outcomes if o.config["approach"] == approach and o.load_best_state is not None]
+        best = max(mine, key=lambda o: o.best_val, default=None)
+        if best is None or best.best_val <= ledger.models.get(approach, {}).get("val", float("-inf")):
+            continue
+        cfg = best.config
+        state = best.load_best_state()
+        net = build_model(data.num_classes, cfg["model"], cfg["weights"], cfg["freeze"],
+                          setup.bank.get(f"{cfg['weights']}@{cfg['backbone']}"), backbone=cfg["backbone"])
+        net.load_state_dict(state["model"])
+        run_id = trackers[approach].child(best.trial_id, cfg, {"phase": "confirm"})
+        publish.log_model(plan.tracking_uri, run_id, net, classes=list(data.classes), image_size=plan.budget.image_size,
+                          channels=int(data.train.images.shape[1]), minority=data.minority, eval_costs=setup.eval_costs,
+                          temperature=float(best.last.get("temperature", 1.0)), config=cfg)
+        ledger.models[approach] = {"val": best.best_val, "run_id": run_id}
+
+
+def register_winner(plan: Plan, ledger: race.Ledger) -> str | None:
+    """The verdict's winner into MLflow's model registry as ``<space>-<approach>``: of the approaches better than
+    ``baseline``, the best mean test macro-F1; none better: ``baseline``; a space without one: the best mean."""
+    from study import publish
+
+    means = {a: float(np.mean(list(v.values()))) for a, v in ledger.scores.items() if v and a in ledger.models}
+    better = [a for a, v in ledger.verdicts.items() if v == "better" and a in means]
+    pool = better or ([race.BASELINE] if race.BASELINE in means else list(means))
+    if not pool:
+        return None
+    winner = max(pool, key=means.__getitem__)
+    return publish.register(plan.tracking_uri, ledger.models[winner]["run_id"], f"{plan.space}-{winner}")
+
+
+def run_race(plan: Plan, setup: Any, ledger: race.Ledger, rho: float, save: Any, trackers: dict) -> list:
     """Rounds of paired confirmation seeds until no verdict against ``baseline`` is open; one Tuner per round, the
     ledger saved after each complete round (decisions only on complete rounds)."""
     from study import engine
@@ -203,12 +241,15 @@ def run_race(plan: Plan, setup: Any, ledger: race.Ledger, rho: float, save: Any)
         configs = round_configs(plan, ledger, seeds, k)
         print(f"confirmation round {k}: {len(configs)} runs (" + ", ".join(f"{a} {len(v)}" for a, v in seeds.items())
               + f"), {plan.budget.epochs} epochs each", flush=True)
-        done = engine.retrain(setup, f"{plan.space}-confirm-r{k}", configs, plan.budget.epochs, resume=True)
+        done = engine.retrain(setup, f"{plan.space}-confirm-r{k}", configs, plan.budget.epochs, resume=True,
+                              keep_best=True)
         for o in done.outcomes:
             if o.status == "FINISHED" and "test_macro_f1" in o.last:
                 ledger.scores.setdefault(o.config["approach"], {})[str(o.config["confirm_seed"])] = o.last["test_macro_f1"]
+        log_networks(plan, setup, ledger, done.outcomes, trackers)
         ledger.rounds.append({"round": k, "seeds": seeds})
         save(ledger)
+        engine.prune_experiment(setup.storage, f"{plan.space}-confirm-r{k}")  # what was worth keeping is logged
         outcomes += done.outcomes
     if decide is not None:
         ledger.verdicts = {a: decide(race.paired_differences(ledger, a))[0] for a in approaches if a != race.BASELINE}
@@ -285,7 +326,7 @@ def test_single(outcomes: list, ranked: dict[str, list[dict[str, Any]]], data: D
         parts = build_parts(best.config, data, bank)
         parts.model.load_state_dict(state["model"])
         figures = test_figures(parts, data, eval_costs)
-        out[approach] = {k: v for k, v in figures.items() if not k.startswith("test_y_")} | {"selected_epoch": state["epoch"]}
+        out[approach] = {k: v for k, v in figures.items() if not isinstance(v, list)} | {"selected_epoch": state["epoch"]}
     return out
 
 
@@ -337,9 +378,13 @@ def _phases(plan: Plan, splits: dict[int, Dataset], eval_costs: np.ndarray, bank
             ledger.candidates, ledger.chosen_by = choose(ranked, raced)
             save(ledger)
         rho = overlap_rho(data) if resplits(plan) else 0.0
-        confirmed = run_race(plan, setup, ledger, rho, save)
-        ledger.finished = True
-        save(ledger)
+        confirmed = run_race(plan, setup, ledger, rho, save, trackers)
+        if not ledger.finished:
+            registered = register_winner(plan, ledger)
+            ledger.finished = True
+            save(ledger)
+            if registered:
+                print(f"model: {registered} (python -m study.predict --model {registered} <folder or image>)", flush=True)
     else:
         confirmed = []
         single = test_single(searched.outcomes, ranked, data, eval_costs, bank)

@@ -120,6 +120,7 @@ def test_figures(p: Parts, data: Dataset, eval_costs: np.ndarray, val: EpochResu
                    test_calibrated_ece=expected_calibration_error(calibrated, y),
                    test_calibrated_brier=brier_score(calibrated, y), temperature=t)
     figures["test_y_true"], figures["test_y_pred"] = result.y_true.tolist(), result.y_pred.tolist()
+    figures["test_probs"] = calibrated.round(5).tolist()  # the reliability diagram's input (an artifact, not a metric)
     return figures
 
 

@@ -353,8 +353,13 @@ def test_cli_missing_store_and_dead_server(tmp_path, capsys):
 
 def test_cli_writes_the_report(study, tmp_path, capsys):
     assert cli(report.main, ["--space", "all", "--tracking-uri", study["uri"], "--results-dir", str(tmp_path)]) == 0
-    assert capsys.readouterr().out.strip() == str(tmp_path / "all" / "summary.md")
-    assert {p.name for p in (tmp_path / "all").iterdir()} == {"summary.md", "summary.csv", "comparison.png", "curves.png", "front.png"}
+    summary, link = capsys.readouterr().out.strip().splitlines()
+    assert summary == str(tmp_path / "all" / "summary.md")
+    query = "searchFilter=tags.role%20%3D%20%27parent%27%20and%20tags.study_id%20%3D%20%27s-new%27"
+    assert link.startswith("MLflow runs table (make ui): http://127.0.0.1:5000/#/experiments/") and query in link
+    assert link.endswith("&orderByKey=metrics.%60test_macro_f1_mean%60&orderByAsc=false")
+    assert {p.name for p in (tmp_path / "all").iterdir()} == {"summary.md", "summary.csv", "comparison.png", "curves.png",
+                                                             "front.png"}
 
 
 def test_cli_imports_nothing_heavy_before_validating():
