@@ -11,6 +11,7 @@ invalidates the cache.
 
 from __future__ import annotations
 
+import functools
 import gzip
 import hashlib
 import io
@@ -31,7 +32,7 @@ import torch
 import torch.nn.functional as F
 
 from study.sources import (  # noqa: F401 - DataError, DataWarning and the parsers are re-exported for callers
-    ANIMAL_TASK, ANIMALS, DATASETS, DIGIT_PAIR, JPEG_SUFFIXES, DataError, DataWarning, check_ratio, folder_layout,
+    ANIMAL_PAIRS, ANIMAL_TASK, ANIMALS, DATASETS, DIGIT_PAIR, DIGIT_PAIRS, JPEG_SUFFIXES, DataError, DataWarning, check_ratio, folder_layout,
     is_folder, parse_counts, parse_ratio,
 )
 
@@ -205,29 +206,31 @@ def _unique_first(idx: np.ndarray, duplicated: np.ndarray) -> np.ndarray:
 
 def build_animals(
     raw: tuple[bytes, bytes], *, image_size: int, seed: int, ratio: float | None, counts: dict | None,
-    val_per_class: int = 150, test_per_class: int = 150,
+    val_per_class: int = 150, test_per_class: int = 150, pair: tuple[int, int] = ANIMAL_TASK,
+    default_ratio: float = PAPER_RATIO, name: str = "animals",
 ) -> Dataset:
-    """Cat (0) vs dog (1): balanced validation and test, imbalanced training (1:11 by default)."""
+    """Two Animal-MNIST classes, the minority first (cat vs dog by default): balanced validation and test,
+    imbalanced training (``default_ratio``, 1:11 for cat vs dog, unless ``ratio`` or ``counts`` say otherwise)."""
     images, labels = _animal_arrays(raw)
     duplicated = _duplicated(images)
-    classes = tuple(ANIMALS[i] for i in ANIMAL_TASK)
+    classes = tuple(ANIMALS[i] for i in pair)
     rng = np.random.default_rng(seed)
     parts = {"train": [], "val": [], "test": []}
     pools = {}
-    for new, old in enumerate(ANIMAL_TASK):
+    for new, old in enumerate(pair):
         idx = _unique_first(rng.permutation(np.flatnonzero(labels == old)), duplicated)
         parts["val"].append(idx[:val_per_class])
         parts["test"].append(idx[val_per_class : val_per_class + test_per_class])
         pools[classes[new]] = idx[val_per_class + test_per_class :]
     wanted = train_counts({c: len(p) for c, p in pools.items()}, classes,
-                          PAPER_RATIO if ratio is None and counts is None else ratio, counts)
+                          default_ratio if ratio is None and counts is None else ratio, counts)
     parts["train"] = [_pick(rng, pools[c], wanted[c]) for c in classes]  # 700 : 700 available, cat (label 0) cut
     remap = np.full(len(ANIMALS), -1)
-    remap[list(ANIMAL_TASK)] = [0, 1]
+    remap[list(pair)] = [0, 1]
     new_labels = remap[labels]
     tensor = resize(torch.from_numpy(images).unsqueeze(1), image_size)
     splits = {k: _split(tensor, new_labels, np.sort(np.concatenate(v))) for k, v in parts.items()}
-    return Dataset("animals", classes, **splits)
+    return Dataset(name, classes, **splits)
 
 
 def build_animals_source(raw: tuple[bytes, bytes], *, image_size: int, seed: int, **_: object) -> Dataset:
@@ -263,7 +266,7 @@ def _digits_raw() -> tuple[np.ndarray, np.ndarray]:
 
 def build_digits(
     raw: tuple[np.ndarray, np.ndarray], *, image_size: int, seed: int, ratio: float | None, counts: dict | None,
-    pair: tuple[int, int] = DIGIT_PAIR, holdout: float = 0.25,
+    pair: tuple[int, int] = DIGIT_PAIR, holdout: float = 0.25, default_ratio: float = PAPER_RATIO, name: str = "digits",
 ) -> Dataset:
     """scikit-learn's digits as a binary pair (the first digit is the minority, 1:11 by default)."""
     images, labels = raw
@@ -279,13 +282,13 @@ def build_digits(
         pools[str(digit)] = idx[2 * n :]
     # the task names its minority: 3 has a few more images than 8 (93 : 88 at seed 0) and is still the one cut
     wanted = train_counts({c: len(p) for c, p in pools.items()}, classes,
-                          PAPER_RATIO if ratio is None and counts is None else ratio, counts, minority=classes[0])
+                          default_ratio if ratio is None and counts is None else ratio, counts, minority=classes[0])
     parts["train"] = [_pick(rng, pools[c], wanted[c]) for c in classes]
     remap = np.full(10, -1)
     remap[list(pair)] = [0, 1]
     tensor = resize(torch.from_numpy(images).unsqueeze(1), image_size)
     splits = {k: _split(tensor, remap[labels], np.sort(np.concatenate(v))) for k, v in parts.items()}
-    return Dataset("digits", classes, **splits)
+    return Dataset(name, classes, **splits)
 
 
 def build_digits_lt(
@@ -561,6 +564,10 @@ BUILDERS: dict[str, Callable[[], Source]] = {
     "animals_source": _animals_source(build_animals_source),
     "digits": _digits_source(build_digits),
     "digits_lt": _digits_source(build_digits_lt),
+    **{name: _animals_source(functools.partial(build_animals, pair=pair, default_ratio=ratio, name=name))
+       for name, (pair, ratio) in ANIMAL_PAIRS.items()},
+    **{name: _digits_source(functools.partial(build_digits, pair=pair, default_ratio=ratio, name=name))
+       for name, (pair, ratio) in DIGIT_PAIRS.items()},
 }
 
 

@@ -137,9 +137,12 @@ def train_one_epoch(
     generator: torch.Generator,
     augment_mask: torch.Tensor | None = None,
     device: torch.device = torch.device("cpu"),
+    steps: int | None = None,
 ) -> EpochResult:
     """One shuffled pass over the (resampled) training tensors; metrics from the batches as trained.
 
+    ``steps``: exactly this many optimizer steps instead (shuffled passes back to back, the last one cut), so that
+    approaches whose resampling changes the training set's size train equally long (the paper protocol).
     ``images``, ``labels`` and ``augment_mask`` may live on the CPU or on ``device`` (all three on the same)."""
     model.train()
     for module in frozen_modules(model):
@@ -147,11 +150,13 @@ def train_one_epoch(
     n, amp = len(labels), autocast(device)
     device_gen = generator_on(device, generator)
     data_gen = device_gen if images.device.type == device.type else generator  # shuffle where the data lives
-    order = torch.randperm(n, generator=data_gen, device=images.device)
+    total_n = n if steps is None else steps * batch_size
+    order = torch.cat([torch.randperm(n, generator=data_gen, device=images.device)
+                       for _ in range(-(-total_n // n))])[:total_n]
     if augment_mask is not None and not bool(augment_mask.any()):  # once per epoch (on a GPU, one wait): most flag nothing
         augment_mask = None
-    total, preds = torch.zeros((), device=device), torch.empty(n, dtype=torch.long, device=device)
-    for start, end in batch_bounds(n, batch_size):
+    total, preds = torch.zeros((), device=device), torch.empty(total_n, dtype=torch.long, device=device)
+    for start, end in batch_bounds(total_n, batch_size):
         idx = order[start:end]
         x = to_input(images[idx], device)
         if augment_mask is not None:  # the whole batch, kept where flagged: no data-dependent shapes, no sync
@@ -166,7 +171,7 @@ def train_one_epoch(
         optimizer.step()
         total.add_(loss.detach(), alpha=end - start)
         torch.argmax(logits.detach(), 1, out=preds[start:end])  # straight into the epoch's buffer: one kernel
-    return EpochResult(total / max(1, n), labels[order], preds)
+    return EpochResult(total / max(1, total_n), labels[order], preds)
 
 
 @torch.no_grad()

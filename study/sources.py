@@ -16,6 +16,16 @@ from study.errors import StudyError
 ANIMALS = ("bear", "bird", "cat", "cow", "dog", "elephant", "giraffe", "horse", "sheep", "zebra")
 ANIMAL_TASK = (2, 4)  # cat (minority, label 0) vs dog (majority, label 1), as in the seed paper
 DIGIT_PAIR = (3, 8)  # the binary digits task: 3 (the documented minority) vs 8
+# more binary tasks that ship with the project, each at its own training imbalance (a board needs five data sets):
+# name -> ((minority, majority) class indices, default minority:majority ratio)
+ANIMAL_PAIRS: dict[str, tuple[tuple[int, int], float]] = {
+    "animals_horse_zebra": ((7, 9), 1 / 5),  # 140 : 700 training images
+    "animals_sheep_cow": ((8, 3), 1 / 22),  # 32 : 700
+    "animals_bird_bear": ((1, 0), 1 / 50),  # 14 : 700
+}
+DIGIT_PAIRS: dict[str, tuple[tuple[int, int], float]] = {
+    "digits_1_7": ((1, 7), 1 / 5),  # about 18 : 91
+}
 
 # name -> class names, in label order
 CLASSES: dict[str, tuple[str, ...]] = {
@@ -23,6 +33,8 @@ CLASSES: dict[str, tuple[str, ...]] = {
     "animals_source": tuple(a for i, a in enumerate(ANIMALS) if i not in ANIMAL_TASK),
     "digits": tuple(str(d) for d in DIGIT_PAIR),
     "digits_lt": tuple(str(d) for d in range(10)),
+    **{name: tuple(ANIMALS[i] for i in pair) for name, (pair, _) in ANIMAL_PAIRS.items()},
+    **{name: tuple(str(d) for d in pair) for name, (pair, _) in DIGIT_PAIRS.items()},
 }
 DATASETS = tuple(CLASSES)  # the named data sets; anything else must be a folder path
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"})
@@ -146,7 +158,7 @@ def source_classes(data: str) -> tuple[str, ...]:
 def check_source(data: str, counts: dict[str, int] | None = None) -> None:
     """Every check of ``--data`` (and ``--counts``' class names) that needs no decoding; raises DataError."""
     classes = source_classes(data)
-    if data in ("animals", "animals_source") and importlib.util.find_spec("animal_mnist") is None:
+    if data.startswith("animals") and data in CLASSES and importlib.util.find_spec("animal_mnist") is None:
         raise DataError("the animals data set needs the package animal-mnist: pip install --no-deps animal-mnist==0.4")
     unknown = sorted(set(counts or ()) - set(classes))
     if unknown:

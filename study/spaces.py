@@ -59,6 +59,7 @@ TRIAL_DEFAULTS: dict[str, Any] = {
     "weights": None,  # pretrained from: imagenet | source | a state-dict file
     "freeze": "none",  # freeze the backbone up to: none | stem | layer1..layer4 (pretrained models only)
     "cost_ratio": None,  # misclassification costs: FN:FP for the minority (2 classes), else the largest cost n
+    "match_steps": False,  # train every epoch for the unresampled training set's optimizer steps (paper protocol)
     "cost_use": "both",  # a cost matrix as: weights (rescaled class weights in the loss), threshold
     #                      (minimum-expected-cost decisions) or both
     "trial_seed": 0,  # int: weight init, resampling, batch order; set by the searcher, never by a space file
@@ -256,6 +257,10 @@ def _check_value(where: str, key: str, value: Any) -> None:
     """One value of trial setting ``key`` (fixed, a choice, a bound or a ``when`` value)."""
     if value is None and TRIAL_DEFAULTS[key] is None:
         return  # null is the setting's "off" (no alpha, inverse frequency, no costs, no weights)
+    if isinstance(TRIAL_DEFAULTS[key], bool):
+        if not isinstance(value, bool):
+            raise SpaceError(f"{where}: expected true or false, got {value!r}")
+        return
     if key in NAMED_CHOICES:
         if not isinstance(value, str) or value not in NAMED_CHOICES[key]:
             raise SpaceError(f"{where}: unknown {key} {value!r}; choose one of: {', '.join(NAMED_CHOICES[key])}")

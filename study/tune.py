@@ -32,7 +32,7 @@ from study import paths
 from study.errors import Parser, UsageError, cli
 from study.plan import (PLAN_FILE, Budget, Confirm, Plan, Resources, gpu_share, is_finished, plan_from_json, read_plan,
                         study_file)
-from study.sources import check_source, parse_counts, parse_ratio
+from study.sources import ANIMAL_PAIRS, check_source, parse_counts, parse_ratio
 from study.spaces import MAX_NAME_LENGTH, available, load_spaces
 from study.weights import check_backbone, check_weights, weights_file
 
@@ -101,8 +101,9 @@ def parser(suppress: bool = False) -> Parser:
                     "study id); only where it runs may change: --tracking-uri, --storage-path, --results-dir, "
                     "resources")
     ap.add_argument("--spaces-dir", type=Path, help="folder of your own space files (default: search_spaces/)")
-    ap.add_argument("--data", default=d("animals"), help="animals (default), animals_source, digits, digits_lt, or a "
-                    "folder path in the Kaggle layout (train/<class>/, validation/<class>/, optional test/<class>/)")
+    ap.add_argument("--data", default=d("animals"), help="animals (default; cat:dog at 1:11), animals_horse_zebra (1:5), "
+                    "animals_sheep_cow (1:22), animals_bird_bear (1:50), animals_source, digits, digits_1_7, digits_lt, "
+                    "or a folder path in the Kaggle layout (train/<class>/, validation/<class>/, optional test/<class>/)")
     ap.add_argument("--ratio", help="training minority:majority ratio, e.g. 1:11 or 0.0909 (animals default "
                     "1:11); every minority image is kept where the other classes have enough images, they are cut")
     ap.add_argument("--counts", help="explicit training images per class, e.g. cat=1000,dog=11000")
@@ -314,10 +315,13 @@ def check_spaces(spaces: list[Any], budget: Budget) -> None:
                              f"({budget.epochs}): deferred re-weighting would never start")
 
 
-def weights_of(spaces: tuple[Any, ...], budget: Budget, checkpoints: Path, smoke: bool) -> dict[str, Path]:
+def weights_of(spaces: tuple[Any, ...], budget: Budget, checkpoints: Path, smoke: bool, data: str) -> dict[str, Path]:
     """Every weights file the spaces name, checked (a missing 'source' checkpoint is pretrained by the study)."""
     weights = {}
     for space in spaces:
+        if "source" in space.values("weights") and data in ANIMAL_PAIRS:
+            raise UsageError(f"{space.name}: weights 'source' were pretrained on the animals of --data {data} "
+                             "(animals_source holds every animal but cat and dog): use --data animals or another space")
         for backbone in space.values("backbone"):
             check_backbone(backbone)  # a scratch efficientnet_lite0 needs its package too
             for name in filter(None, space.values("weights")):
@@ -366,7 +370,7 @@ def fresh_plan(args: argparse.Namespace) -> Plan:
     resources = resources_of(args, budget)
     check_spaces(spaces, budget)
     results, storage, uri = where_of(args)
-    weights = weights_of(tuple(spaces), budget, results / "checkpoints", args.smoke)
+    weights = weights_of(tuple(spaces), budget, results / "checkpoints", args.smoke, args.data)
     check_address(resources.address)
     study_id = latest_study(storage, args.space) if args.resume else new_study_id(args.space)
     return Plan(space=args.space, spaces=tuple(spaces), data=args.data, ratio=ratio, counts=counts, budget=budget,
@@ -430,7 +434,7 @@ def saved_plan(args: argparse.Namespace, given: set[str]) -> Plan:
     results, storage, uri = where_of(args)
     check_source(plan.data, plan.counts)
     check_spaces(list(plan.spaces), plan.budget)
-    weights = weights_of(plan.spaces, plan.budget, results / "checkpoints", plan.smoke)
+    weights = weights_of(plan.spaces, plan.budget, results / "checkpoints", plan.smoke, plan.data)
     resources = resources_of(args, plan.budget, plan.resources)
     check_address(resources.address)
     return dataclasses.replace(plan, tracking_uri=uri, storage=storage, results_dir=results, weights=weights,

@@ -406,3 +406,21 @@ def test_stale_batchnorm_statistics_cause_mobilenet_v2s_one_class_answers() -> N
     assert [len(p.unique()) for p in fresh] == [2, 2]
     assert f1(data.train, fresh[0]) > f1(data.train, batch[0]) - 0.03 and (fresh[0] == batch[0]).float().mean() > 0.9
     assert f1(data.val, fresh[1]) > 0.55 > f1(data.val, stale[1])
+
+
+def test_steps_train_exactly_that_many_optimizer_steps_over_shuffled_passes() -> None:
+    """The paper protocol's step matching: an under-sampled set of 7 images trains 5 steps of 4, like a larger one."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(48, 2))  # the loop feeds three channels
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    calls = []
+    optimizer.register_step_post_hook(lambda *_: calls.append(1))
+    images, labels = torch.randint(0, 255, (7, 1, 4, 4), dtype=torch.uint8), torch.tensor([0, 1] * 3 + [0])
+    result = train_one_epoch(model, images, labels, nn.CrossEntropyLoss(), optimizer, batch_size=4,
+                             generator=torch.Generator().manual_seed(1), steps=5)
+    assert len(calls) == 5 and len(result.y_true) == 20
+    assert sorted(result.y_true.tolist()[:7]) == sorted(labels.tolist())  # each pass sees every image once
+    calls.clear()
+    train_one_epoch(model, images, labels, nn.CrossEntropyLoss(), optimizer, batch_size=4,
+                    generator=torch.Generator().manual_seed(1))
+    assert len(calls) == 2  # without steps: one pass

@@ -651,3 +651,22 @@ def test_save_and_read_a_plan_through_a_uri(workdir, tmp_path) -> None:
     assert read_plan(location) == plan
     mark_finished(f"file://{tmp_path}/storage", plan.study_id)
     assert (tmp_path / "storage" / plan.study_id / FINISHED_FILE).is_file()
+
+
+def test_source_weights_are_refused_on_the_animal_pairs_they_were_pretrained_on(tmp_path, capsys) -> None:
+    from study.tune import main
+
+    assert main(["--space", "transfer", "--data", "animals_horse_zebra", "--results-dir", str(tmp_path / "r")]) == 2
+    assert capsys.readouterr().err == ("error: transfer: weights 'source' were pretrained on the animals of --data "
+                                       "animals_horse_zebra (animals_source holds every animal but cat and dog): use "
+                                       "--data animals or another space\n")
+    assert not (tmp_path / "r").exists()
+
+
+@pytest.mark.parametrize("name, counts", [("animals_horse_zebra", [140, 700]), ("animals_sheep_cow", [32, 700]),
+                                          ("animals_bird_bear", [14, 700]), ("digits_1_7", [18, 91])])
+def test_the_board_data_sets_ship_with_their_own_imbalance(tmp_path, name: str, counts: list[int]) -> None:
+    from study.data import load_dataset
+
+    ds = load_dataset(name, image_size=16, seed=0, ratio=None, counts=None, cache_dir=tmp_path)
+    assert ds.train.counts(2) == counts and ds.minority == 0
