@@ -151,6 +151,7 @@ class Killer(threading.Thread):
         self.cfg, self.cluster, self.workers, self.tally, self.start_time = cfg, cluster, workers, tally, start
         self.rng = random.Random(cfg.seed + 1)
         self.done = threading.Event()
+        self.node_due = threading.Event()
 
     def run(self) -> None:
         if self.done.wait(self.cfg.warmup):
@@ -158,14 +159,19 @@ class Killer(threading.Thread):
         while not self.done.wait(self.cfg.interval):
             if self.rng.random() >= self.cfg.chance:
                 continue
-            if self.cfg.remove_node and not self.tally.nodes_removed and self.node_busy():
-                self.remove_node()
+            if self.cfg.remove_node and not self.tally.nodes_removed and not self.node_due.is_set() and self.node_busy():
+                self.node_due.set()  # the main thread removes it: Ray's add_node installs signal handlers
             elif self.tally.worker_kills < self.cfg.worker_kills:
                 self.kill_worker()
 
     def node_busy(self) -> bool:
         """Whether the first worker node runs a trial now."""
         return bool(trial_workers(self.workers[:1]))
+
+    def tick(self) -> None:
+        """In the main thread: the node removal the killer asked for, if any."""
+        if self.node_due.is_set() and not self.tally.nodes_removed:
+            self.remove_node()
 
     def remove_node(self) -> None:
         self.cluster.remove_node(self.workers[0])
@@ -199,10 +205,10 @@ def under_way(log: Path) -> bool:
     return any(mark in text for mark in ("trials (", "race on validation", "confirmation round"))
 
 
-def drive(cfg: Config, work: Path, args: list[str], tally: Tally, start: float) -> None:
+def drive(cfg: Config, work: Path, args: list[str], killer: Killer, start: float) -> None:
     """Drivers in turn: each may get the next event (SIGKILL or SIGINT) at a random moment, then ``--resume``
     at once; until a driver exits 0 with no event left for it."""
-    rng, events = random.Random(cfg.seed), list(cfg.driver_events)
+    rng, events, tally = random.Random(cfg.seed), list(cfg.driver_events), killer.tally
     resume = False
     while True:
         if time.time() - start > cfg.deadline:
@@ -214,16 +220,21 @@ def drive(cfg: Config, work: Path, args: list[str], tally: Tally, start: float) 
         event = events.pop(0) if events else None
         if event:
             while proc.poll() is None and not under_way(Path(log.name)):
+                killer.tick()
                 time.sleep(0.5)
             fire = time.time() + rng.uniform(*cfg.event_delay)
             while proc.poll() is None and time.time() < fire:
+                killer.tick()
                 time.sleep(0.2)
             if proc.poll() is None:
                 proc.send_signal(signal.SIGKILL if event == "kill" else signal.SIGINT)
                 tally.driver_sigkills += event == "kill"
                 tally.driver_sigints += event == "int"
                 tally.log(f"driver {'SIGKILL' if event == 'kill' else 'SIGINT'}", start)
-        rc = proc.wait(cfg.deadline)
+        while proc.poll() is None and time.time() - start < cfg.deadline:
+            killer.tick()
+            time.sleep(0.5)
+        rc = proc.wait(60)
         log.close()
         tally.exits.append(rc)
         tally.log(f"driver exit {rc}", start)
@@ -258,7 +269,8 @@ def check(uri: str, work: Path, storage: Path, cfg: Config) -> dict[str, Any]:
         search = [r for r in mine if r.data.tags.get("phase") == "search"]
         ids = {r.data.tags["trial_id"] for r in search}
         out[f"{a}: search trials"] = (len(ids) == expected and len(search) == expected,
-                                      f"{len(ids)} trial ids in {len(search)} runs, expected {expected}")
+                                      f"{len(ids)} trial ids in {len(search)} runs, expected {expected}; "
+                                      f"statuses {dict(Counter(r.info.status for r in search))}")
         seeds = [r.data.tags["confirm_seed"] for r in mine
                  if r.data.tags.get("phase") == "confirm" and r.info.status == "FINISHED"]
         want = sorted(str(s) for s in ledger.seeds(a))
@@ -313,7 +325,7 @@ def run(cfg: Config, work: Path) -> tuple[Tally, dict[str, Any], float, list[str
         killer = Killer(cfg, cluster, workers, tally, start)
         killer.start()
         try:
-            drive(cfg, work, args, tally, start)
+            drive(cfg, work, args, killer, start)
             ended: dict[str, Any] = {}
         except RuntimeError as err:  # a driver that neither finished nor paused: a finding, the records still checked
             ended = {"every driver finished or paused": (False, str(err).splitlines()[0])}
