@@ -302,7 +302,7 @@ def test_an_older_study_by_id(study, tmp_path):
 def test_describe_for_the_parent_run(written):
     row = {r["approach"]: r for r in _table(written)}["focal"]
     numeric = ("test_", "p_", "delta", "rope")
-    row = {k: float(v) if k.startswith(numeric) else v for k, v in row.items()} | {"n_seeds": 5}
+    row = {k: float(v or "nan") if k.startswith(numeric) else v for k, v in row.items()} | {"n_seeds": 5}
     text = report.describe(row)
     assert "gamma=2, lr=0.001234" in text
     assert (f"test macro-F1 {row['test_macro_f1_mean']:.3f}, 95 % interval [{row['test_macro_f1_ci_low']:.3f}, "
@@ -417,7 +417,12 @@ def test_the_paper_section_puts_table_1_beside_our_intervals() -> None:
     from study.report import paper_section
 
     row = {"approach": "paper_over_aug", "n_seeds": 5, "test_macro_f1_mean": 0.8, "test_macro_f1_ci_low": 0.75,
-           "test_macro_f1_ci_high": 0.85}
-    lines = paper_section([row, {**row, "approach": "focal"}])
-    assert "| paper_over_aug | 78.49 | 80.0 | [75.0, 85.0] | 5 |" in lines
+           "test_macro_f1_ci_high": 0.85, "test_final_macro_f1_mean": 0.78}
+    others = [{**row, "approach": a, "test_macro_f1_mean": m} for a, m in
+              (("baseline", 0.6), ("paper_transfer", 0.9), ("paper_focal", 0.5))]
+    lines = paper_section([row, {**row, "approach": "focal"}, *others])
+    # Table 1's rank 2 (78.49, after transfer's 95.19); ours: second of the four, 78.0 at the fixed final epoch
+    assert "| paper_over_aug | 78.49 | 2 | 80.0 [75.0, 85.0] | 78.0 | 2 | 5 |" in lines
     assert not any(line.startswith("| focal") for line in lines)  # not one of the paper's methods
+    assert any(line.startswith("Spearman rank correlation between the paper's ordering and ours over 4 methods: +1.00")
+               for line in lines)
