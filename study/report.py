@@ -47,7 +47,7 @@ SUMMARY_METRICS = (TEST_MACRO_F1, "test_minority_recall", "test_balanced_accurac
                    "test_final_macro_f1")  # the last: at the fixed final epoch, as papers report
 UNBOUNDED_ABOVE = (COST, MEC_COST)  # >= 0; the rest lie in [0, 1]
 PREDICTIONS = "test_predictions.json"  # on each confirm run: {"y_true": [...], "y_pred": [...], "probs": [[...]]}
-CALIBRATION = ("temperature", "test_ece", "test_calibrated_ece", "test_brier", "test_calibrated_brier",
+CALIBRATION = ("val_temperature", "test_ece", "test_calibrated_ece", "test_brier", "test_calibrated_brier",
                "test_mec_uncalibrated_expected_cost", MEC_COST)
 CURVES = (("loss", "train_loss", "val_loss"), ("macro-F1", "train_macro_f1", VAL_MACRO_F1))
 COLOURS = {BETTER: "tab:green", WORSE: "tab:red", EQUIVALENT: "tab:blue", UNDECIDED: "tab:grey"}
@@ -391,8 +391,8 @@ def calibration_section(approaches: list[Approach]) -> list[str]:
     rows = []
     for a in approaches:
         means = {k: float(np.mean(list(a.scores(k).values()))) if a.scores(k) else NAN for k in CALIBRATION}
-        if not _nan(means["temperature"]):
-            rows.append(f"| {a.name} | {_num(means['temperature'], 2)} | {_num(means['test_ece'])} → "
+        if not _nan(means["val_temperature"]):
+            rows.append(f"| {a.name} | {_num(means['val_temperature'], 2)} | {_num(means['test_ece'])} → "
                         f"{_num(means['test_calibrated_ece'])} | {_num(means['test_brier'])} → "
                         f"{_num(means['test_calibrated_brier'])} | {_num(means['test_mec_uncalibrated_expected_cost'])} → "
                         f"{_num(means[MEC_COST])} |")

@@ -210,7 +210,7 @@ def log_networks(plan: Plan, setup: Any, ledger: race.Ledger, outcomes: list, tr
         run_id = trackers[approach].child(best.trial_id, cfg, {"phase": "confirm"})
         publish.log_model(plan.tracking_uri, run_id, net, classes=list(data.classes), image_size=plan.budget.image_size,
                           channels=int(data.train.images.shape[1]), minority=data.minority, eval_costs=setup.eval_costs,
-                          temperature=float(best.last.get("temperature", 1.0)), config=cfg)
+                          temperature=float(best.last.get("val_temperature", 1.0)), config=cfg)
         ledger.models[approach] = {"val": best.best_val, "run_id": run_id}
 
 

@@ -118,7 +118,7 @@ def test_figures(p: Parts, data: Dataset, eval_costs: np.ndarray, val: EpochResu
     figures.update(test_mec_uncalibrated_expected_cost=expected_cost(y, min_cost_decision(probs, eval_costs), eval_costs),
                    test_ece=expected_calibration_error(probs, y), test_brier=brier_score(probs, y),
                    test_calibrated_ece=expected_calibration_error(calibrated, y),
-                   test_calibrated_brier=brier_score(calibrated, y), temperature=t)
+                   test_calibrated_brier=brier_score(calibrated, y), val_temperature=t)
     figures["test_y_true"], figures["test_y_pred"] = result.y_true.tolist(), result.y_pred.tolist()
     figures["test_probs"] = calibrated.round(5).tolist()  # the reliability diagram's input (an artifact, not a metric)
     return figures

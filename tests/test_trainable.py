@@ -100,9 +100,9 @@ def test_every_approach_is_scored_at_minimum_expected_cost_from_calibrated_proba
     t = fit_temperature(log_probs(val.probs.numpy()), val.y_true.numpy())
     calibrated = apply_temperature(log_probs(test.probs.numpy().astype(np.float64)), t)
     y = test.y_true.numpy()
-    assert figures["temperature"] == pytest.approx(t)
+    assert figures["val_temperature"] == pytest.approx(t)
     assert figures["test_mec_expected_cost"] == pytest.approx(expected_cost(y, min_cost_decision(calibrated, costs), costs))
     assert figures["test_mec_uncalibrated_expected_cost"] == pytest.approx(
         expected_cost(y, min_cost_decision(test.probs.numpy(), costs), costs))
     assert {"test_ece", "test_brier", "test_calibrated_ece", "test_calibrated_brier", "test_expected_cost"} <= set(figures)
-    assert test_figures(p, ds, costs)["temperature"] == 1.0  # no validation given: nothing to fit
+    assert test_figures(p, ds, costs)["val_temperature"] == 1.0  # no validation given: nothing to fit
