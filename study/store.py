@@ -97,6 +97,10 @@ def client(uri: str) -> MlflowClient:
     """One client per URI (an SQLite client opens its engine once)."""
     from mlflow.tracking import MlflowClient
 
+    # Against a server MLflow prints two "View run ... at" lines per ended run, and reads the run back to do it:
+    # thousands of lines and HTTP calls in a large study
+    os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
+
     return MlflowClient(tracking_uri=absolute_uri(uri))
 
 

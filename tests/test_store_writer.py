@@ -88,3 +88,14 @@ def test_child_runs_are_searched_for_once_per_tracker_not_once_per_trial(tmp_pat
     assert t.client.get_run(runs[3]).data.params == {"lr": "3"}
     again = tracker(tmp_path)  # a resumed study finds all five in its one search
     assert [again.child(f"t{i}", {"lr": i}, {"phase": "search"}) for i in range(5)] == runs
+
+
+def test_mlflow_is_told_not_to_print_a_link_per_ended_run(tmp_path, monkeypatch) -> None:
+    from mlflow.environment_variables import MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT
+
+    from study import store
+
+    monkeypatch.delenv("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", raising=False)
+    store.client.cache_clear()
+    store.client(f"sqlite:///{tmp_path}/m.db")
+    assert MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT.get() is True  # else two lines and a run read per ended run
