@@ -44,9 +44,9 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch
@@ -184,7 +184,7 @@ def loop_vs_bare_cell(size: int, batch: int, s: Settings, device: torch.device) 
         for arm in (("loop", "bare") if rep % 2 == 0 else ("bare", "loop")):  # alternate: neither always first
             times[arm].append(timed(loop if arm == "loop" else (lambda: bare(steps)), device))
     n = steps * batch
-    ratios = [b / lp for lp, b in zip(times["loop"], times["bare"])]
+    ratios = [b / lp for lp, b in zip(times["loop"], times["bare"], strict=False)]
     cell = {"image_size": size, "batch_size": batch, "steps": steps, "images": n,
             "loop_images_per_s": round(n / statistics.median(times["loop"]), 1),
             "bare_images_per_s": round(n / statistics.median(times["bare"]), 1),
@@ -278,7 +278,7 @@ def part_captured(s: Settings, device: torch.device, deadline: float) -> dict:
         losses = [captured.epoch(gen) for _ in range(2)]  # warm-up; the model learns the random labels a little
         eager()
         t_eager = [timed(eager, device) for _ in range(s.reps)]
-        t_graph = [timed(lambda: losses.append(captured.epoch(gen)), device) for _ in range(s.reps)]
+        t_graph = [timed(lambda: losses.append(captured.epoch(gen)), device) for _ in range(s.reps)]  # noqa: B023, F821
         n = len(labels)
         cell = {"image_size": size, "batch_size": batch, "images": n,
                 "eager_images_per_s": round(n / statistics.median(t_eager), 1),

@@ -50,7 +50,7 @@ def make_model(seed: int) -> tuple[torch.nn.Module, torch.optim.Optimizer]:
 def run_loop(images: torch.Tensor, labels: torch.Tensor, batch_size: int, model, optimizer, generator) -> float:
     loss = torch.nn.CrossEntropyLoss()
     start = time.perf_counter()
-    train_one_epoch(model, images, labels, loss, optimizer, batch_size=batch_size, generator=generator).loss
+    _ = train_one_epoch(model, images, labels, loss, optimizer, batch_size=batch_size, generator=generator).loss  # waits
     return time.perf_counter() - start
 
 
@@ -113,8 +113,8 @@ def bench_size(size: int, args) -> dict:
             idx = order[s : s + args.batch_size]
             to_input(images[idx], torch.device("cpu"))
         prep.append(time.perf_counter() - start)
-    ratios = [b / lp for lp, b in zip(times["loop"], times["bare"])]
-    control = [b / c for c, b in zip(times["bare_control"], times["bare"])]
+    ratios = [b / lp for lp, b in zip(times["loop"], times["bare"], strict=False)]
+    control = [b / c for c, b in zip(times["bare_control"], times["bare"], strict=False)]
     med = {arm: statistics.median(t) for arm, t in times.items()}
     out = {
         "image_size": size, "batch_size": args.batch_size, "images_per_epoch": n, "channels_in": int(images.shape[1]),

@@ -108,7 +108,7 @@ def summarise(runs: list[dict]) -> dict:
                                "test_macro_f1": spread([s["test_macro_f1"] for s in sel[way]]),
                                "epochs": [s["epoch"] for s in sel[way]]} for way in WAYS},
             "selected_test_diff": spread([b["test_macro_f1"] - a["test_macro_f1"]
-                                          for a, b in zip(sel["stale"], sel["recalibrated"])]),
+                                          for a, b in zip(sel["stale"], sel["recalibrated"], strict=False)]),
             "one_class_epochs": {way: sum(e[way]["val"]["macro_f1"] <= 1 / 3 + 1e-4 for r in mine for e in r["epochs"])
                                  for way in WAYS},
             "train_s_per_epoch": spread([e["train_s"] for r in mine for e in r["epochs"]]),
@@ -261,9 +261,9 @@ def main(argv: list[str] | None = None) -> int:
             "machine": f"{os.cpu_count()} cores shared with other engineers' jobs (noisy), no GPU",
             "torch": torch.__version__, "python": platform.python_version(), "data_seed": args.data_seed,
             "sizes": {b: args.sizes[b] for b in args.backbones},
-            "train_counts": dict(zip(d.classes, d.train.counts(k))),
-            "val_counts": dict(zip(d.classes, d.val.counts(k))),
-            "test_counts": dict(zip(d.classes, d.test.counts(k))), "lr": args.lr, "batch_size": args.batch_size,
+            "train_counts": dict(zip(d.classes, d.train.counts(k), strict=False)),
+            "val_counts": dict(zip(d.classes, d.val.counts(k), strict=False)),
+            "test_counts": dict(zip(d.classes, d.test.counts(k), strict=False)), "lr": args.lr, "batch_size": args.batch_size,
             "epochs": args.epochs, "seeds": {b: seeds[b] for b in args.backbones}, "summary": summary,
             "conclusion": " ".join(conclusion(b, s) for b, s in summary.items()), "runs": runs,
         }

@@ -96,11 +96,11 @@ def summarise(runs: list[dict], minority: str) -> dict:
         out[arm] = {f"{when}_{k}": stats([r[when][k] for r in mine])
                     for when in ("final", "best") for k in ("val_macro_f1", "test_macro_f1", f"test_recall_{minority}")}
         curves = [r["val_macro_f1_curve"] for r in mine]
-        out[arm]["val_macro_f1_per_epoch_mean"] = [round(statistics.mean(c), 4) for c in zip(*curves)]
+        out[arm]["val_macro_f1_per_epoch_mean"] = [round(statistics.mean(c), 4) for c in zip(*curves, strict=False)]
     for when in ("final", "best"):
         for k in ("val_macro_f1", "test_macro_f1"):
             diffs = [s[when][k] - c[when][k] for s, c in zip((r for r in runs if r["arm"] == "source"),
-                                                             (r for r in runs if r["arm"] == "scratch"))]
+                                                             (r for r in runs if r["arm"] == "scratch"), strict=False)]
             out.setdefault("source_minus_scratch", {})[f"{when}_{k}"] = {
                 **stats(diffs), "seeds_where_source_wins": sum(d > 0 for d in diffs), "seeds": len(diffs)}
     return out
@@ -225,8 +225,8 @@ def main(argv: list[str] | None = None) -> int:
         "machine": f"{os.cpu_count()} cores, no GPU, shared with other jobs (noisy)", "torch": torch.__version__,
         "python": platform.python_version(), "threads": args.threads, "data": "animals", "image_size": args.image_size,
         "data_seed": args.data_seed, "classes": list(data.classes), "minority": data.minority_name,
-        "train_counts": dict(zip(data.classes, data.train.counts(k))), "val_counts": dict(zip(data.classes, data.val.counts(k))),
-        "test_counts": dict(zip(data.classes, data.test.counts(k))), "lr": args.lr, "batch_size": args.batch_size,
+        "train_counts": dict(zip(data.classes, data.train.counts(k), strict=False)), "val_counts": dict(zip(data.classes, data.val.counts(k), strict=False)),
+        "test_counts": dict(zip(data.classes, data.test.counts(k), strict=False)), "lr": args.lr, "batch_size": args.batch_size,
         "epochs": args.epochs, "seeds": args.seeds,
         "source_checkpoint": {"path": str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path), "how": how,
                               "epochs": blob.get("epochs"), "val_accuracy": blob.get("val_accuracy")},

@@ -6,7 +6,8 @@ generator with both of the paper's kinds (``study.costs`` draws only consistent 
 
 from __future__ import annotations
 
-from typing import Literal, Sequence
+from collections.abc import Sequence
+from typing import Literal
 
 import numpy as np
 from numpy.typing import ArrayLike

@@ -9,8 +9,9 @@ of the smallest class, and on the expected cost. :func:`run_experiment` is one p
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, precision_score, recall_score
@@ -104,7 +105,7 @@ def run_experiment(
         exp.matrices.append({"consistent": cm_c} | ({"inconsistent": cm_i} if cm_i is not None else {}))
         exp.train_counts.append(counts.tolist())
         exp.test_counts.append(np.bincount(y_te, minlength=k).tolist())
-        make: Callable[[], EntropyTree] = lambda: EntropyTree(int(tree_seed) % 2**31, min_leaf_weight)  # noqa: E731
+        make: Callable[[], EntropyTree] = lambda: EntropyTree(int(tree_seed) % 2**31, min_leaf_weight)  # noqa: E731, B023 (used in this iteration)
         models: dict[str, Any] = {
             NO_COST: make().fit(X_tr, y_tr),
             CONSISTENT: fit_rescaled(make, X_tr, y_tr, cm_c),

@@ -6,8 +6,9 @@ whose ``fit`` takes ``sample_weight`` (:class:`EntropyTree` by default in the ex
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from itertools import combinations
-from typing import Any, Callable, Protocol
+from typing import Any, Protocol
 
 import numpy as np
 from numpy.typing import ArrayLike

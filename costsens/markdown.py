@@ -100,7 +100,7 @@ def _source(source: str) -> str:
 def _dataset_section(runs: list[Experiment]) -> list[str]:
     exp = runs[0]
     t, k = exp.table, len(exp.table.classes)
-    counts = ", ".join(f"{c}: {n}" for c, n in zip(t.classes, t.counts))
+    counts = ", ".join(f"{c}: {n}" for c, n in zip(t.classes, t.counts, strict=False))
     lines = [
         f"### {t.name}",
         "",

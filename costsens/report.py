@@ -17,8 +17,8 @@ import argparse
 import shlex
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 from costsens import cli, tabular
 from costsens.learners import MIN_LEAF_WEIGHT

@@ -134,7 +134,7 @@ def read_ann_file(path: Path | str) -> tuple[np.ndarray, np.ndarray]:
             values = [float(v) for v in parts]
         except ValueError:
             raise TabularDataError(f"{path}:{n}: expected numbers, but got {line.strip()[:200]!r}") from None
-        bad = next((p for p, v in zip(parts, values) if not math.isfinite(v)), None)
+        bad = next((p for p, v in zip(parts, values, strict=False) if not math.isfinite(v)), None)
         if bad is not None:
             raise TabularDataError(f"{path}:{n}: expected finite numbers, but got {bad!r}")
         if values[-1] not in (1.0, 2.0, 3.0):

@@ -6,6 +6,7 @@ verdict columns (Description, test macro-F1 mean and CI, minority recall, expect
     /tmp/pw/bin/python scripts/ui_screenshot.py "<runs page URL with searchFilter and orderByKey>" results/all/mlflow_runs.png
 """
 import sys
+
 from playwright.sync_api import sync_playwright
 
 url, out = sys.argv[1], sys.argv[2]

@@ -13,8 +13,9 @@ Labels are always integers ``0 .. k-1``; a cost matrix is ``k x k``.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from itertools import combinations
-from typing import Literal, Sequence
+from typing import Literal
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray

@@ -21,19 +21,31 @@ import multiprocessing
 import os
 import pickle
 import warnings
+from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from study.sources import (  # noqa: F401 - DataError, DataWarning and the parsers are re-exported for callers
-    ANIMAL_PAIRS, ANIMAL_TASK, ANIMALS, DATASETS, DIGIT_PAIR, DIGIT_PAIRS, JPEG_SUFFIXES, DataError, DataWarning, check_ratio, folder_layout,
-    is_folder, parse_counts, parse_ratio,
+    ANIMAL_PAIRS,
+    ANIMAL_TASK,
+    ANIMALS,
+    DATASETS,
+    DIGIT_PAIR,
+    DIGIT_PAIRS,
+    JPEG_SUFFIXES,
+    DataError,
+    DataWarning,
+    check_ratio,
+    folder_layout,
+    is_folder,
+    parse_counts,
+    parse_ratio,
 )
 
 DEFAULT_CACHE = Path("results/cache")
@@ -83,7 +95,7 @@ class Dataset:
 
     def summary(self) -> str:
         k = self.num_classes
-        parts = [f"{s}={dict(zip(self.classes, getattr(self, s).counts(k)))}" for s in ("train", "val", "test")]
+        parts = [f"{s}={dict(zip(self.classes, getattr(self, s).counts(k), strict=False))}" for s in ("train", "val", "test")]
         return f"{self.name} {tuple(self.train.images.shape[1:])}: " + " ".join(parts)
 
 
@@ -398,7 +410,7 @@ def _decode_cpu(
     # they only run PIL and numpy
     context = multiprocessing.get_context("fork")
     with ProcessPoolExecutor(workers, mp_context=context, initializer=_adopt, initargs=(out,)) as pool:
-        for start, good in zip(starts, pool.map(_decode_task, starts, [paths[s : s + chunk] for s in starts])):
+        for start, good in zip(starts, pool.map(_decode_task, starts, [paths[s : s + chunk] for s in starts]), strict=False):
             ok[start : start + len(good)] = good
             progress(len(good))
     return ok
@@ -443,7 +455,7 @@ def _decode_jpegs(paths: list[Path], out: np.ndarray, device: str, progress: Cal
         batch = list(range(start, min(start + GPU_BATCH, len(paths))))
         raws = {i: b"" if _too_large(paths[i]) else paths[i].read_bytes() for i in batch}  # b"": PIL skips it
         whole = [i for i in batch if _whole_jpeg(raws[i])]
-        decoded = [(i, image) for i, image in zip(whole, _device_decode([raws[i] for i in whole], device))
+        decoded = [(i, image) for i, image in zip(whole, _device_decode([raws[i] for i in whole], device), strict=False)
                    if image is not None]
         if decoded:  # resized on the device, one copy back per batch (not one synchronisation per image)
             done = [i for i, _ in decoded]
@@ -488,7 +500,7 @@ def decode_files(
         else:
             ok = _decode_jpegs(paths, out, device, bar.update)
     images = torch.from_numpy(out if ok.all() else out[ok])  # unreadable files leave rows that are cut here
-    return images, labels[torch.from_numpy(ok)], [p for p, good in zip(paths, ok) if not good]
+    return images, labels[torch.from_numpy(ok)], [p for p, good in zip(paths, ok, strict=False) if not good]
 
 
 def build_folder(
@@ -534,7 +546,7 @@ def build_folder(
 # ---------------------------------------------------------------- registry, cache, entry point
 
 
-def _hash_bytes(h: "hashlib._Hash", *chunks: bytes) -> None:
+def _hash_bytes(h: hashlib._Hash, *chunks: bytes) -> None:
     for c in chunks:
         h.update(hashlib.sha256(c).digest())
 
@@ -575,7 +587,7 @@ def _folder_source(root: Path, workers: int | None) -> Source:
     layout = folder_layout(root)
     device = decode_device([p for per_class in layout.values() for files in per_class.values() for p in files])
 
-    def hasher(h: "hashlib._Hash") -> None:
+    def hasher(h: hashlib._Hash) -> None:
         h.update(device.encode())  # nvjpeg + torch resizing differ from PIL by a few levels: its own entry
         for split in sorted(layout):
             for c in sorted(layout[split]):

@@ -20,9 +20,10 @@ import signal
 import time
 import zlib
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import pyarrow.fs
 import torch
@@ -59,7 +60,8 @@ def init_ray(address: str | None, verbose: bool = False) -> None:
     # A fresh local instance unless told to join one: a plain ray.init() would attach to whatever
     # /tmp/ray/ray_current_cluster names, and hang for ever when that cluster is dead.
     ray.init(address=address or "local", dashboard_host="127.0.0.1", include_dashboard=False if not address else None,
-             logging_level="WARNING", log_to_driver=verbose, runtime_env={"worker_process_setup_hook": "study.engine.quiet_worker"})
+             logging_level="WARNING", log_to_driver=verbose,
+             runtime_env={"worker_process_setup_hook": "study.engine.quiet_worker"})
 
 
 def quiet_worker() -> None:
@@ -90,7 +92,7 @@ def storage_seen_by(storage: str, node_ids: list[str]) -> dict[str, bool]:
         probe = ray.remote(num_cpus=0)(os.path.exists)
         refs = [probe.options(scheduling_strategy=NodeAffinitySchedulingStrategy(n, soft=False)).remote(str(marker))
                 for n in node_ids]
-        return dict(zip(node_ids, ray.get(refs, timeout=120)))
+        return dict(zip(node_ids, ray.get(refs, timeout=120), strict=False))
     finally:
         marker.unlink()
 
@@ -579,7 +581,7 @@ def _outcomes(grid: Any, checkpoint_file: str) -> list[Outcome]:
             continue
         frame = r.metrics_dataframe
         scored = frame is not None and VAL_MACRO_F1 in frame and len(frame)
-        history = ({int(e): float(v) for e, v in zip(frame["training_iteration"], frame[VAL_MACRO_F1])}
+        history = ({int(e): float(v) for e, v in zip(frame["training_iteration"], frame[VAL_MACRO_F1], strict=False)}
                    if scored else {})
         best_epoch = max(history, key=lambda e: (history[e], -e)) if history else 0
         out.append(Outcome(r.metrics.get("trial_id", ""), dict(r.config), "FAILED" if r.error else "FINISHED",

@@ -12,7 +12,7 @@ is first read.
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 import torch.nn as nn
@@ -123,7 +123,7 @@ def batch_bounds(n: int, batch_size: int) -> list[tuple[int, int]]:
     starts = list(range(0, n, batch_size))
     if len(starts) > 1 and n - starts[-1] == 1:
         starts.pop()
-    return [(s, e) for s, e in zip(starts, starts[1:] + [n])]
+    return [(s, e) for s, e in zip(starts, starts[1:] + [n], strict=False)]
 
 
 def train_one_epoch(
@@ -248,7 +248,7 @@ def recalibrate_bn(
             with amp:
                 model(x)
     finally:
-        for m, momentum in zip(layers, momenta):
+        for m, momentum in zip(layers, momenta, strict=False):
             m.momentum = momentum
         for m, training in modes.items():
             m.training = training

@@ -11,7 +11,7 @@ has ``set_epoch(epoch)``; the trainable calls ``start_epoch(loss, epoch)`` befor
 from __future__ import annotations
 
 import math
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn as nn

@@ -4,7 +4,7 @@ caller adds the split prefix."""
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 

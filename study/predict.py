@@ -122,7 +122,7 @@ def predict(net: Any, images: Any, meta: dict[str, Any]) -> list[tuple[int, list
         logits = torch.cat([net(images[i : i + BATCH].float() / 255) for i in range(0, len(images), BATCH)])
     probs = apply_temperature(logits.double().numpy(), meta["temperature"])
     decisions = min_cost_decision(probs, np.asarray(meta["eval_costs"]))
-    return [(int(p.argmax()), p.tolist(), int(d)) for p, d in zip(probs, decisions)]
+    return [(int(p.argmax()), p.tolist(), int(d)) for p, d in zip(probs, decisions, strict=False)]
 
 
 def _parser() -> Parser:
@@ -150,7 +150,7 @@ def _main(argv: list[str] | None) -> int:
         skipped += bad
         if readable:
             rows += [[str(p), classes[top], *(f"{q:.6f}" for q in probs), classes[cost]]
-                     for p, (top, probs, cost) in zip(readable, predict(net, images, meta))]
+                     for p, (top, probs, cost) in zip(readable, predict(net, images, meta), strict=False)]
     if not rows:
         raise PredictError(f"{args.input}: no readable image ({len(skipped)} unreadable)")
     text = io.StringIO()

@@ -33,8 +33,18 @@ import numpy as np
 from study import importance, store
 from study.errors import Parser, StudyError, cli
 from study.names import TEST_MACRO_F1, VAL_MACRO_F1
-from study.stats import (BETTER, EQUIVALENT, UNDECIDED, WORSE, bounded_interval, holm, min_detectable_difference,
-                         paired_tests, test_sampling_error, verdict)
+from study.stats import (
+    BETTER,
+    EQUIVALENT,
+    UNDECIDED,
+    WORSE,
+    bounded_interval,
+    holm,
+    min_detectable_difference,
+    paired_tests,
+    test_sampling_error,
+    verdict,
+)
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -201,7 +211,7 @@ def rows(uri: str, approaches: list[Approach], rope: float | None = None) -> lis
         elif base is not None and a is not base and not a.confirm and not base.confirm:
             row["delta_vs_baseline"] = row[f"{TEST_MACRO_F1}_mean"] - base.parent.metrics.get(TEST_MACRO_F1, NAN)
         out.append({c: row[c] for c in COLUMNS})
-    for r, adjusted in zip(out, holm([r["p_ttest"] for r in out])):
+    for r, adjusted in zip(out, holm([r["p_ttest"] for r in out]), strict=False):
         r["p_holm"] = adjusted
     return out
 
@@ -543,7 +553,7 @@ def curves_figure(uri: str, approaches: list[Approach]) -> Figure:
     nrows = max(1, math.ceil(len(approaches) / cols))
     fig, axes = plt.subplots(nrows, cols, figsize=(3.6 * cols, 2.8 * nrows), squeeze=False, sharex=True)
     source = "confirm runs, mean over seeds" if any(a.confirm for a in approaches) else "best search trial"
-    for ax, a in zip(axes.flat, approaches):
+    for ax, a in zip(axes.flat, approaches, strict=False):
         twin = ax.twinx()
         panels = ((twin, CURVES[0], "tab:orange"), (ax, CURVES[1], "tab:blue"))  # loss on the log twin
         for target, (label, train_key, val_key), colour in panels:
@@ -603,7 +613,7 @@ def _save(fig: Figure, path: Path) -> None:
 def mark_parents(uri: str, approaches: list[Approach], table: list[dict[str, Any]]) -> None:
     """Each parent's description (its verdict, config and score); where there is a verdict, also its
     ``verdict`` tag and the name ``<approach> · <verdict> · <study id>``. Rebuilt from the table: idempotent."""
-    for a, row in zip(approaches, table):
+    for a, row in zip(approaches, table, strict=False):
         store.set_description(uri, a.parent.run_id, describe(row))
         if row["verdict"]:
             name = f"{a.name} · {row['verdict']} · {a.parent.study_id}"

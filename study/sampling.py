@@ -11,8 +11,8 @@ sampler takes are the trial-config keys in ``study.names.SAMPLER_OPTIONS``; anyt
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import numpy as np
 import torch

@@ -23,9 +23,10 @@ from __future__ import annotations
 import math
 import os
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import yaml
 
@@ -127,7 +128,7 @@ class Space:
     points: dict[str, dict[str, Any]] = field(default_factory=dict)  # name -> a setting of every searched param
     no_neutral: str = ""  # why the space has no neutral point (the baseline's setting), when it has none
 
-    def define_by_run(self, constants: dict[str, Any] | None = None) -> "DefineByRun":
+    def define_by_run(self, constants: dict[str, Any] | None = None) -> DefineByRun:
         """The Optuna define-by-run function of this space; ``constants`` join every trial's config."""
         return DefineByRun(self, {**TRIAL_DEFAULTS, **(constants or {}), **self.fixed})
 

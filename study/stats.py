@@ -276,7 +276,7 @@ def two_level_bootstrap(y_true: Sequence[Sequence], pred_a: Sequence[Sequence], 
     if not len(y_true) == len(pred_a) == len(pred_b) or len(y_true) < 2:
         raise ValueError(f"the two-level bootstrap needs >= 2 seeds with y_true, pred_a and pred_b each, but got "
                          f"{len(y_true)}, {len(pred_a)}, {len(pred_b)}")
-    seeds = [_aligned(t, a, b) for t, a, b in zip(y_true, pred_a, pred_b)]
+    seeds = [_aligned(t, a, b) for t, a, b in zip(y_true, pred_a, pred_b, strict=False)]
     labels = np.unique(np.concatenate([np.concatenate(s) for s in seeds]))
     cells = [_cells(labels, *s) for s in seeds]
     used = np.unique(np.concatenate(cells))  # the joint cells that occur: at most k^3, often far fewer

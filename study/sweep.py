@@ -76,12 +76,12 @@ def write_outputs(rows: list[dict[str, str]], out: Path, command: str) -> None:
     for approach in dict.fromkeys(r["approach"] for r in rows):
         mine = sorted((r for r in rows if r["approach"] == approach), key=lambda r: num(r["imbalance"]))
         x = [num(r["imbalance"]) for r in mine]
-        for ax, key in zip(axes, ("test_macro_f1", "test_minority_recall")):
+        for ax, key in zip(axes, ("test_macro_f1", "test_minority_recall"), strict=False):
             mean = [num(r[f"{key}_mean"]) for r in mine]
-            low = [m - num(r[f"{key}_ci_low"]) for m, r in zip(mean, mine)]
-            high = [num(r[f"{key}_ci_high"]) - m for m, r in zip(mean, mine)]
+            low = [m - num(r[f"{key}_ci_low"]) for m, r in zip(mean, mine, strict=False)]
+            high = [num(r[f"{key}_ci_high"]) - m for m, r in zip(mean, mine, strict=False)]
             ax.errorbar(x, mean, yerr=[low, high], marker="o", capsize=3, label=approach)
-    for ax, title in zip(axes, ("test macro-F1", "test minority recall")):
+    for ax, title in zip(axes, ("test macro-F1", "test minority recall"), strict=False):
         ax.set_xscale("log")
         ax.set_xlabel("training imbalance (majority : minority images)")
         ax.set_title(f"{title}: mean and 95 % CI over seeds", fontsize=10)

@@ -18,10 +18,10 @@ import ray
 import torch
 from ray import tune
 
+from study.calibration import apply_temperature, brier_score, expected_calibration_error, fit_temperature, log_probs
 from study.costs import binary_cost_matrix, expected_cost, min_cost_decision, random_cost_matrix, rescaled_class_weights
 from study.data import Dataset
 from study.errors import StudyError, one_line
-from study.calibration import apply_temperature, brier_score, expected_calibration_error, fit_temperature, log_probs
 from study.loop import EpochResult, evaluate, pick_device, prepare_model, recalibrate_bn, train_one_epoch
 from study.losses import build_loss, start_epoch
 from study.models import build_model
@@ -170,4 +170,5 @@ def train_trial(config: dict[str, Any], data: dict[int, Dataset], eval_costs: np
             final["test_final_macro_f1"] = test_figures(p, ds, eval_costs)["test_macro_f1"]
         with tempfile.TemporaryDirectory() as d:
             torch.save(state, Path(d) / CHECKPOINT_FILE)
-            tune.report({**metrics, **final, "node_id": node, "resumed_from": start}, checkpoint=tune.Checkpoint.from_directory(d))
+            tune.report({**metrics, **final, "node_id": node, "resumed_from": start},
+                        checkpoint=tune.Checkpoint.from_directory(d))

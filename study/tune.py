@@ -30,8 +30,7 @@ from typing import Any
 
 from study import paths
 from study.errors import Parser, UsageError, cli
-from study.plan import (PLAN_FILE, Budget, Confirm, Plan, Resources, gpu_share, is_finished, plan_from_json, read_plan,
-                        study_file)
+from study.plan import PLAN_FILE, Budget, Confirm, Plan, Resources, gpu_share, is_finished, plan_from_json, read_plan, study_file
 from study.sources import ANIMAL_PAIRS, check_source, parse_counts, parse_ratio
 from study.spaces import MAX_NAME_LENGTH, available, load_spaces
 from study.weights import check_backbone, check_weights, weights_file

@@ -25,7 +25,7 @@ def synthetic(n_data: int = 6) -> dict[str, dict[str, float]]:
     base = rng.uniform(0.55, 0.85, n_data)
     noise = np.where(np.arange(n_data) % 2 == 0, 0.05, -0.05)
     return {f"d{i}": {"baseline": float(b), "same": float(b), "strong": float(b + 0.08), "noisy": float(b + e)}
-            for i, (b, e) in enumerate(zip(base, noise))}
+            for i, (b, e) in enumerate(zip(base, noise, strict=False))}
 
 
 @pytest.fixture(scope="module")

@@ -14,7 +14,6 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 from ray.cluster_utils import Cluster
-
 from studyutil import TIMEOUT, free_port, runs, study
 
 pytestmark = pytest.mark.e2e

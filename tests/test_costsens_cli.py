@@ -13,10 +13,10 @@ import sys
 from pathlib import Path
 
 import pytest
+from studyutil import free_port
 
 from costsens import report as R
 from costsens import tune as T
-from studyutil import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from studyutil import check_paper_constraints
 
 from costsens import costs as CS
 from study import costs as C
-from studyutil import check_paper_constraints
 
 PAPER_CV = np.array([1.0000, 0.8686, 0.5992])
 ANN_TRAIN_COUNTS = [83, 184, 3333]

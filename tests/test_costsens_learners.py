@@ -36,7 +36,7 @@ def test_one_vs_one_trains_every_pair_with_its_2x2_rescaling() -> None:
     model = L.OneVsOneCostClassifier(lambda: ConstantLowest(log), INCONSISTENT).fit(X, y)
     assert model.pairs_ == [(0, 1), (0, 2), (1, 2)]
     assert len(model.estimators_) == 3  # k(k-1)/2
-    for (classes, ys, sw), (i, j) in zip(log, model.pairs_):
+    for (classes, ys, sw), (i, j) in zip(log, model.pairs_, strict=False):
         assert classes == (i, j)
         n_i, n_j = np.sum(ys == i), np.sum(ys == j)
         c_i, c_j = INCONSISTENT[i, j], INCONSISTENT[j, i]

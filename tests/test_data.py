@@ -77,13 +77,13 @@ def test_animals_default_is_cat_vs_dog_balanced_eval_and_1_to_11_training(tmp_pa
 def test_animals_splits_are_disjoint_real_cats_and_dogs(animal_raw, seed: int) -> None:
     images, labels = animal_raw
     by_pixels = {}
-    for r, label in zip(rows(torch.from_numpy(images)), labels):
+    for r, label in zip(rows(torch.from_numpy(images)), labels, strict=False):
         by_pixels.setdefault(r, set()).add(data.ANIMALS[label])
     ds = load_dataset("animals", image_size=28, seed=seed, cache_dir=None)  # 28 px: the raw pixels, unresized
     assert_disjoint(ds)
     for s in SPLITS:
         split = getattr(ds, s)
-        for r, label in zip(rows(split.images), split.labels.tolist()):
+        for r, label in zip(rows(split.images), split.labels.tolist(), strict=False):
             assert by_pixels[r] == {ds.classes[label]}, "every image is a real silhouette of its labelled animal"
 
 
@@ -153,7 +153,7 @@ def test_digits_lt_long_tailed_profile(digit_sizes, ratio) -> None:
     assert_form(ds, channels=1, size=8)
     held = [int(n * 0.2) for n in digit_sizes]
     assert ds.val.counts(10) == held and ds.test.counts(10) == held
-    n_max = min(n - 2 * h for n, h in zip(digit_sizes, held))
+    n_max = min(n - 2 * h for n, h in zip(digit_sizes, held, strict=False))
     r = 0.1 if ratio is None else ratio
     expected = [round(n_max * r ** (i / 9)) for i in range(10)]
     assert ds.train.counts(10) == expected
@@ -235,7 +235,7 @@ def test_folder_with_test_folder(tmp_path: Path) -> None:
     assert ds.train.counts(2) == [5, 12] and ds.val.counts(2) == [4, 6] and ds.test.counts(2) == [3, 7]
     for s, folder in (("train", "train"), ("val", "validation"), ("test", "test")):
         split = getattr(ds, s)
-        for (r, g, _), label in zip(codes(split.images), split.labels.tolist()):  # JPEGs: colours +- a few
+        for (r, g, _), label in zip(codes(split.images), split.labels.tolist(), strict=False):  # JPEGs: colours +- a few
             assert abs(r - SPLIT_CODE[folder]) <= 4, f"{s} images come from {folder}/"
             assert abs(g - CLASS_CODE[ds.classes[label]]) <= 4, "labels follow the class folders"
 
@@ -291,7 +291,7 @@ def test_folder_ratio_keeps_every_image_of_a_minority_that_sorts_last(tmp_path: 
     assert ds.classes == ("horse", "zebra")
     assert ds.train.counts(2) == [110, 10]
     assert (ds.minority, ds.minority_name) == (1, "zebra")
-    zebras = {c for c, label in zip(codes(ds.train.images), ds.train.labels.tolist()) if label == 1}
+    zebras = {c for c, label in zip(codes(ds.train.images), ds.train.labels.tolist(), strict=False) if label == 1}
     assert zebras == {(i, 40, 0) for i in range(10)}, "every zebra is kept"
     assert len(set(codes(ds.train.images))) == 120, "distinct images"
 

@@ -205,10 +205,14 @@ def third_party_imports(path: Path) -> set[str]:
 
 
 def test_ray_and_mlflow_stay_behind_their_doors() -> None:
-    """docs/architecture.md: in study/, only engine.py and trainable.py import Ray, only store.py MLflow."""
+    """docs/architecture.md: in study/, only engine.py and trainable.py import Ray; store.py, publish.py and
+    predict.py MLflow."""
     files = sorted((ROOT / "study").glob("*.py"))
     assert sorted(p.name for p in files if "ray" in third_party_imports(p)) == ["engine.py", "trainable.py"]
-    assert [p.name for p in files if "mlflow" in third_party_imports(p)] == ["store.py"]
+    # store.py owns runs, metrics and artifacts; publish.py logs and registers a network with mlflow.pytorch and
+    # predict.py loads one back from the model registry: neither goes through store's plain values
+    mlflow_users = [p.name for p in files if "mlflow" in third_party_imports(p)]
+    assert mlflow_users == ["predict.py", "publish.py", "store.py"]
 
 
 # ---------------------------------------------------------------- the commands the docs show

@@ -10,7 +10,6 @@ from types import SimpleNamespace
 
 import pyarrow.fs
 import pytest
-
 from ray.tune.schedulers import ASHAScheduler, TrialScheduler
 from ray.tune.search import Searcher
 

@@ -10,8 +10,17 @@ import numpy as np
 import pytest
 
 from study import store
-from study.importance import (Importance, Trial, analyse, distributions, for_parent, markdown, parallel_coordinates,
-                              search_trials, searched_keys)
+from study.importance import (
+    Importance,
+    Trial,
+    analyse,
+    distributions,
+    for_parent,
+    markdown,
+    parallel_coordinates,
+    search_trials,
+    searched_keys,
+)
 
 
 def _trials(n: int = 24, seed: int = 0) -> list[Trial]:

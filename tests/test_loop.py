@@ -72,7 +72,7 @@ def test_training_is_deterministic_on_cpu_for_a_seed(animals) -> None:
     a_model, _, a = run(small, seed=3, epochs=2, augment_all=True)
     b_model, _, b = run(small, seed=3, epochs=2, augment_all=True)
     assert [r.loss for r in a] == [r.loss for r in b]
-    assert all(torch.equal(x.y_pred, y.y_pred) and torch.equal(x.y_true, y.y_true) for x, y in zip(a, b))
+    assert all(torch.equal(x.y_pred, y.y_pred) and torch.equal(x.y_true, y.y_true) for x, y in zip(a, b, strict=False))
     a_state, b_state = a_model.state_dict(), b_model.state_dict()
     assert all(torch.equal(a_state[k], b_state[k]) for k in a_state)
     _, _, c = run(small, seed=4, epochs=2, augment_all=True)  # another seed: another run
@@ -137,7 +137,7 @@ def test_augmentation_changes_the_marked_images_only() -> None:
     augmented, order_aug = one_batch(images, mask)
     assert torch.equal(order, order_aug)
     marked = mask[order]
-    same = [torch.equal(a, b) for a, b in zip(plain, augmented)]
+    same = [torch.equal(a, b) for a, b in zip(plain, augmented, strict=False)]
     assert [not s for s in same] == marked.tolist()
     assert augmented.shape == plain.shape and augmented.dtype == plain.dtype
     assert augmented.min() >= 0 and augmented.max() <= 1  # augmented images stay in [0, 1]
@@ -169,7 +169,7 @@ def test_the_cpu_path_draws_from_the_trials_own_generator() -> None:
 def test_batch_bounds(n: int, batch_size: int, sizes: list[int]) -> None:
     bounds = batch_bounds(n, batch_size)
     assert [e - s for s, e in bounds] == sizes
-    assert bounds[0][0] == 0 and bounds[-1][1] == n and all(a[1] == b[0] for a, b in zip(bounds, bounds[1:]))
+    assert bounds[0][0] == 0 and bounds[-1][1] == n and all(a[1] == b[0] for a, b in zip(bounds, bounds[1:], strict=False))
 
 
 def test_frozen_stages_keep_weights_and_batchnorm_statistics() -> None:
@@ -188,9 +188,9 @@ def test_frozen_stages_keep_weights_and_batchnorm_statistics() -> None:
     optimizer = torch.optim.Adam(trainable, lr=1e-2)
     train_one_epoch(model, images, labels, nn.CrossEntropyLoss(), optimizer, batch_size=8,
                     generator=torch.Generator().manual_seed(0))
-    assert all(torch.equal(before[k], v) for m, before in zip(frozen, frozen_before) for k, v in m.state_dict().items())
-    assert moving and all(not torch.equal(b, m.running_mean) for b, m in zip(moving_before, moving))
-    assert sum(not torch.equal(b, p) for b, p in zip(params_before, trainable)) > len(trainable) // 2
+    assert all(torch.equal(before[k], v) for m, before in zip(frozen, frozen_before, strict=False) for k, v in m.state_dict().items())
+    assert moving and all(not torch.equal(b, m.running_mean) for b, m in zip(moving_before, moving, strict=False))
+    assert sum(not torch.equal(b, p) for b, p in zip(params_before, trainable, strict=False)) > len(trainable) // 2
 
 
 def test_pick_device_is_the_cpu_without_gpus(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -274,7 +274,7 @@ def test_no_host_synchronisation_inside_an_epoch_on_cuda() -> None:
     assert x.is_contiguous(memory_format=torch.channels_last) and x.shape == (4, 3, 32, 32)
     # the GPU divides by a reciprocal: within a float32 rounding step of the CPU's x / 255
     assert torch.allclose(x.cpu(), images[:4].cpu().float().div(255).expand(-1, 3, -1, -1), rtol=0, atol=1e-7)
-    fit(mask).loss  # warm-up: lazy CUDA initialisation, optimizer state
+    _ = fit(mask).loss  # warm-up: lazy CUDA initialisation, optimizer state
     torch.cuda.synchronize()
     torch.cuda.set_sync_debug_mode("error")
     try:

@@ -11,8 +11,16 @@ import torch
 import torch.nn.functional as F
 
 from study import names
-from study.losses import LOSSES, LossError, build_loss, effective_number_weights, inverse_frequency, loss_options, \
-    ratio_weights, start_epoch
+from study.losses import (
+    LOSSES,
+    LossError,
+    build_loss,
+    effective_number_weights,
+    inverse_frequency,
+    loss_options,
+    ratio_weights,
+    start_epoch,
+)
 from study.spaces import TRIAL_DEFAULTS
 
 # logits (ln 3, 0) -> softmax (0.75, 0.25): every probability below is exact by hand

@@ -253,7 +253,7 @@ def test_packaged_imagenet_weights_map_strictly_onto_the_backbone(backbone: str)
     mapped = spec.imagenet_keys(raw)
     expected = {k: v.shape for k, v in net.state_dict().items() if not k.startswith(head)}
     assert {k: v.shape for k, v in mapped.items() if not k.startswith(head)} == expected
-    for (src, dst), value in zip(zip(raw, mapped), mapped.values()):  # in order: same block, same kind of tensor
+    for (src, dst), value in zip(zip(raw, mapped, strict=False), mapped.values(), strict=False):  # in order: same block, same kind of tensor
         assert src.split(".")[:2] == dst.split(".")[:2] and src.rsplit(".", 1)[-1] == dst.rsplit(".", 1)[-1]
         assert value is raw[src]
     for src, dst, shape, total in pinned:

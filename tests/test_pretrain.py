@@ -14,8 +14,8 @@ import pytest
 import torch
 
 from study import paths, pretrain
-from study.errors import UsageError
 from study.data import ANIMALS
+from study.errors import UsageError
 from study.models import build_model, load_state_dict, source_checkpoint
 
 pytestmark = pytest.mark.usefixtures("one_thread")

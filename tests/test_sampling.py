@@ -3,13 +3,12 @@ samples, over_aug's flags, SMOTE's k, multi-class data, determinism and the pinn
 
 from __future__ import annotations
 
+import inspect
 import math
 
 import numpy as np
 import pytest
 import torch
-
-import inspect
 
 from study import names
 from study.data import DataError, Dataset, Split, load_dataset
@@ -127,8 +126,8 @@ def test_only_the_training_split_is_resampled(digits: Dataset, name: str) -> Non
 def test_non_generative_samplers_keep_real_samples(name: str) -> None:
     train = make_split([8, 40])
     out = resample(train, name, 0.5, seed=0)
-    originals = dict(zip(rows(train.images), train.labels.tolist()))
-    for r, label in zip(rows(out.images), out.labels.tolist()):
+    originals = dict(zip(rows(train.images), train.labels.tolist(), strict=False))
+    for r, label in zip(rows(out.images), out.labels.tolist(), strict=False):
         assert originals.get(r) == label, "every output image is an input image of the same class"
     if name in UNDER:
         assert len(set(rows(out.images))) == len(out.images), "under-sampling drops, never repeats"
@@ -202,7 +201,7 @@ def test_over_smote_k_is_five_by_default_and_settable() -> None:
 def synthetic(out: torch.Tensor, inputs: torch.Tensor) -> torch.Tensor:
     """The output images that are not input images, flattened."""
     known = set(rows(inputs))
-    return torch.stack([x for x, r in zip(out, rows(out)) if r not in known]).reshape(-1, inputs[0].numel()).double()
+    return torch.stack([x for x, r in zip(out, rows(out), strict=False) if r not in known]).reshape(-1, inputs[0].numel()).double()
 
 
 def test_over_smote_with_a_few_minority_samples_is_fine_when_nothing_grows() -> None:

@@ -14,7 +14,15 @@ import pytest
 
 from study import names, spaces
 from study.spaces import (
-    BUDGET_DEFAULTS, INTEGER_KEYS, NAMED_CHOICES, RANGES, TRIAL_DEFAULTS, SpaceError, available, load_space, load_spaces,
+    BUDGET_DEFAULTS,
+    INTEGER_KEYS,
+    NAMED_CHOICES,
+    RANGES,
+    TRIAL_DEFAULTS,
+    SpaceError,
+    available,
+    load_space,
+    load_spaces,
 )
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)

@@ -10,9 +10,22 @@ import pytest
 from scipy import stats
 from sklearn.metrics import f1_score
 
-from study.stats import (BETTER, EQUIVALENT, UNDECIDED, WORSE, bounded_interval, holm, macro_f1,
-                         min_detectable_difference, paired_tests, race_open, t_interval, test_sampling_error,
-                         two_level_bootstrap, verdict)
+from study.stats import (
+    BETTER,
+    EQUIVALENT,
+    UNDECIDED,
+    WORSE,
+    bounded_interval,
+    holm,
+    macro_f1,
+    min_detectable_difference,
+    paired_tests,
+    race_open,
+    t_interval,
+    test_sampling_error,
+    two_level_bootstrap,
+    verdict,
+)
 
 SCORES = [0.712, 0.698, 0.731, 0.705, 0.690]
 
@@ -188,7 +201,7 @@ def test_two_level_bootstrap_point_and_interval():
         y, pa = _split(rng, 0.85, n)
         ys.append(y), a.append(pa), b.append(np.where(rng.random(n) < 0.70, y, 1 - y))
     delta, low, high = two_level_bootstrap(ys, a, b, n_boot=1000)
-    by_hand = np.mean([f1_score(y, p, average="macro") - f1_score(y, q, average="macro") for y, p, q in zip(ys, a, b)])
+    by_hand = np.mean([f1_score(y, p, average="macro") - f1_score(y, q, average="macro") for y, p, q in zip(ys, a, b, strict=False)])
     assert delta == pytest.approx(by_hand)
     assert 0 < low < delta < high
     assert two_level_bootstrap(ys, a, b, n_boot=1000) == (delta, low, high)  # seeded

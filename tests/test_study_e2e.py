@@ -16,10 +16,10 @@ from pathlib import Path
 import pyarrow.fs
 import pytest
 from mlflow.tracking import MlflowClient
+from studyutil import free_port, runs, study
 
 from study.engine import stored_trials
 from study.spaces import load_spaces
-from studyutil import free_port, runs, study
 
 
 def client(cwd: Path) -> MlflowClient:

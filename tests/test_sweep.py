@@ -18,9 +18,9 @@ from pathlib import Path
 
 import pytest
 from mlflow.tracking import MlflowClient
+from studyutil import runs
 
 from study import sweep
-from studyutil import runs
 
 SWEEP = ["--space", "baseline", "--smoke", "--data", "digits", "--ratios", "1:2,1:8", "--confirm-seeds", "2"]
 

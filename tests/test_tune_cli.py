@@ -18,13 +18,20 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from studyutil import free_port
 
 from study import paths, tune
 from study.errors import UsageError
 from study.plan import (
-    FINISHED_FILE, PLAN_FILE, Confirm, Plan, mark_finished, read_plan, save_plan, study_file,
+    FINISHED_FILE,
+    PLAN_FILE,
+    Confirm,
+    Plan,
+    mark_finished,
+    read_plan,
+    save_plan,
+    study_file,
 )
-from studyutil import free_port
 
 OK_SPACE = "params:\n  lr: {type: float, low: 1.0e-4, high: 1.0e-2, log: true}\n"
 VALID_SPACE = OK_SPACE + "no_neutral: a test space, not an approach of the study\n"  # passes every space rule
