@@ -19,7 +19,10 @@ ROOT = Path(__file__).resolve().parent.parent
 PACKAGES = ("study", "costsens")
 DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 # the command lines docs/cli.md documents, each under a heading "## `python -m <module>`"
-COMMANDS = ("study.tune", "study.sweep", "study.pretrain", "study.report", "costsens.report", "costsens.tune")
+COMMANDS = ("study.tune", "study.sweep", "study.board", "study.pretrain", "study.report", "study.predict",
+            "costsens.report", "costsens.tune")
+# the command lines that hand every other flag to study.tune's parser
+PASS_ON = ("study.sweep", "study.board")
 ROW = re.compile(r"^\| `(?P<module>(?:study|costsens)/\w+\.py)` \|(?P<job>[^|]+)\|(?P<imports>[^|]*)\|\s*$")
 LONG_FLAG = re.compile(r"(?<![\w-])--[a-z][a-z0-9-]*")
 LINK = re.compile(r"\[[^\]]*\]\(([^)\s]+)\)")
@@ -145,7 +148,7 @@ def test_every_flag_is_documented_and_every_documented_flag_exists(command: str,
     missing = sorted(f for f in flags if not mentions(section, f))
     assert not missing, f"flags of python -m {command} missing from docs/cli.md: {missing}"
     known = set(flags)
-    if command == "study.sweep":  # every study.tune flag may follow a sweep's own (the refused ones are named)
+    if command in PASS_ON:  # every study.tune flag may follow a sweep's or board's own (the refused ones are named)
         known |= flags_of(parser_of("study.tune", monkeypatch))
     extra = sorted(set(LONG_FLAG.findall(section)) - known)
     assert not extra, f"docs/cli.md names flags python -m {command} does not have: {extra}"
@@ -240,12 +243,13 @@ def test_the_docs_show_commands() -> None:
 @pytest.mark.parametrize("doc,command,argv", shown_commands(), ids=lambda v: v if isinstance(v, str) else " ".join(v))
 def test_every_command_the_docs_show_parses(doc: str, command: str, argv: list[str],
                                             monkeypatch: pytest.MonkeyPatch) -> None:
-    """Every flag and value of a shown command line parses (a sweep's extra flags with study.tune's parser)."""
+    """Every flag and value of a shown command line parses (a sweep's or board's extra flags with study.tune's
+    parser)."""
     ap = parser_of(command, monkeypatch)
     tune = parser_of("study.tune", monkeypatch)
     monkeypatch.undo()
     try:
-        if command == "study.sweep":
+        if command in PASS_ON:
             _, rest = ap.parse_known_args(argv)
             tune.parse_args(rest)
         else:
