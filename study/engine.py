@@ -17,6 +17,7 @@ import json
 import logging
 import os
 import signal
+import tempfile
 import time
 import zlib
 from collections import Counter
@@ -44,6 +45,17 @@ log = logging.getLogger(__name__)
 # ---------------------------------------------------------------- Ray itself
 
 
+def private_temp_dir() -> str:
+    """Ray's session folder for a local instance, private to this user (mode 700) and short (its Unix sockets live
+    there): trials need AWS variables for S3 storage, and Ray writes the environment into its session logs."""
+    path = Path(os.environ.get("RAY_TMPDIR") or tempfile.gettempdir()) / f"ray-{os.getuid()}"
+    path.mkdir(mode=0o700, exist_ok=True)
+    if path.stat().st_uid != os.getuid():
+        raise StudyError(f"Ray's session folder {path} belongs to another user: set RAY_TMPDIR to a folder of yours")
+    path.chmod(0o700)
+    return str(path)
+
+
 def init_ray(address: str | None, verbose: bool = False) -> None:
     """Ray for the study; quiet unless ``verbose``: trial workers' own output (a worker's exit traceback when Ray
     ends a reused actor, per-epoch checkpoint lines) stays in Ray's session logs instead of the terminal. A trial's
@@ -57,11 +69,14 @@ def init_ray(address: str | None, verbose: bool = False) -> None:
         from ray._private.authentication.authentication_token_setup import _enable_token_auth
 
         _enable_token_auth()
+    temp_dir = None if address else private_temp_dir()
     # A fresh local instance unless told to join one: a plain ray.init() would attach to whatever
     # /tmp/ray/ray_current_cluster names, and hang for ever when that cluster is dead.
     ray.init(address=address or "local", dashboard_host="127.0.0.1", include_dashboard=False if not address else None,
-             logging_level="WARNING", log_to_driver=verbose,
+             logging_level="WARNING", log_to_driver=verbose, _temp_dir=temp_dir,
              runtime_env={"worker_process_setup_hook": "study.engine.quiet_worker"})
+    if temp_dir:
+        os.chmod(temp_dir, 0o700)  # Ray makes its folder world-writable (shared between users); ours is ours alone
 
 
 def quiet_worker() -> None:

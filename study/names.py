@@ -37,10 +37,3 @@ BASE_METRICS = ("loss", "accuracy", "balanced_accuracy", "macro_precision", "mac
                 "minority_precision", "minority_recall", "minority_f1", "expected_cost")
 VAL_MACRO_F1 = "val_macro_f1"  # what Optuna, ASHA and checkpoint ranking read: validation macro-F1
 TEST_MACRO_F1 = "test_macro_f1"
-
-
-def metric(split: str, name: str) -> str:
-    """``metric('val', 'macro_f1') == 'val_macro_f1'``."""
-    if split not in SPLITS:
-        raise ValueError(f"unknown split {split!r}; choose one of: {', '.join(SPLITS)}")
-    return f"{split}_{name}"

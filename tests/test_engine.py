@@ -4,6 +4,7 @@ real (tiny) Tuner runs of both phases, so that a Ray upgrade fails here first.""
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 from types import SimpleNamespace
@@ -367,3 +368,15 @@ def test_a_real_confirmation_runs_every_config_to_the_end(tmp_path, local_ray) -
     assert sorted(o.config["confirm_seed"] for o in result.outcomes) == [0, 1, 2]
     assert all(o.last["training_iteration"] == 4 for o in result.outcomes)  # no early stopping
     assert not list((tmp_path / "ray").glob("toy-confirm/*/checkpoint_*"))  # every ended confirm run is pruned
+
+
+def test_rays_session_folder_is_private_to_the_user(tmp_path, monkeypatch) -> None:
+    """Ray writes the environment (AWS keys for S3 storage included) into its session logs: mode 700, ours."""
+    import stat
+
+    from study.engine import private_temp_dir
+
+    monkeypatch.setenv("RAY_TMPDIR", str(tmp_path))
+    (tmp_path / f"ray-{os.getuid()}").mkdir(mode=0o755)  # left world-readable by an older run
+    path = Path(private_temp_dir())
+    assert path.parent == tmp_path and stat.S_IMODE(path.stat().st_mode) == 0o700
