@@ -617,17 +617,23 @@ def guarded(name: str, fn: Callable[[], dict]) -> dict:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--tiny", action="store_true", help="every part in seconds on the CPU, toy sizes (for tests)")
-    ap.add_argument("--out", type=Path, default=OUT, help="folder for gpu.json and gpu.md (default results/bench)")
+    ap.add_argument("--out", type=Path, default=None, help="folder for gpu.json and gpu.md (default results/bench; "
+                    "with --tiny, results/bench/tiny: a toy run never replaces measured figures)")
     ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)  # part 3's trial processes
     ap.add_argument("--mode", choices=("eager", "captured"), default="eager", help=argparse.SUPPRESS)
     ap.add_argument("--seconds", type=float, default=5.0, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.worker:
         return worker(args)
+    args.out = args.out or (OUT / "tiny" if args.tiny else OUT)
+    if args.tiny and args.out.resolve() == OUT.resolve():
+        print(f"error: --tiny would write over the measured figures in {OUT}; choose another --out", file=sys.stderr)
+        return 2
     s = TINY if args.tiny else Settings()
     device = torch.device("cuda" if torch.cuda.is_available() and not args.tiny else "cpu")
     if device.type == "cpu" and not args.tiny:
-        log("warning: no CUDA GPU: the full run on the CPU measures nothing this benchmark is for (try --tiny)")
+        log(f"warning: no CUDA GPU: the full run on the CPU measures nothing this benchmark is for (try --tiny, which "
+            f"writes to {OUT / 'tiny'})")
     if device.type == "cpu":
         torch.set_num_threads(1)  # as a study trial; the tiny run then leaves cores to the worker processes
     budgets = dict(s.budgets)
