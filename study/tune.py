@@ -3,14 +3,16 @@
 Checks every flag, the search space, the data path and the weights with the standard library
 and YAML alone (a bad flag is answered in about a second: one ``error:`` line, exit code 2,
 nothing written), then hands a typed plan to ``study.runner``, which decodes the data once and,
-for each approach of the space, runs a Ray Tune search (Optuna's TPE proposes, ASHA stops poor
-trials early on validation macro-F1), retrains each approach's best configs over several seeds
-(the confirmation phase: the verdict's mean and 95 % interval), logs it all to MLflow (a parent
-run per approach, a child run per trial) and writes results/<space>/.
+for each approach of the space, runs a Ray Tune search (the space's literature and neutral settings
+first, then Optuna's TPE; ASHA stops poor trials early on validation macro-F1), races each
+approach's top candidates on validation, then races the approaches against ``baseline`` over paired
+seeds until each verdict (better / worse / practically equivalent / undecided at this budget) is
+clear, logs it all to MLflow (a parent run per approach, a child run per trial) and writes
+results/<space>/.
 
 Seeds: --seed fixes the data split and the search; every trial derives its own seed from it
 (weight initialisation, resampling, batch order), and confirmation seed i uses the same trial seed
-in every approach, so runs pair across approaches.
+(and, by default, its own redrawn split) in every approach, so runs pair across approaches.
 """
 
 from __future__ import annotations
@@ -144,8 +146,8 @@ def parser(suppress: bool = False) -> Parser:
                     "(default results)")
     ap.add_argument("--resume", action="store_true", default=d(False), help="continue the latest interrupted study of "
                     "this space (flags that change its data, budget or spaces are refused)")
-    ap.add_argument("--smoke", action="store_true", default=d(False), help="tiny subsets, 2 trials of 2 epochs per "
-                    "approach, 2 confirmation seeds: what CI runs")
+    ap.add_argument("--smoke", action="store_true", default=d(False), help="tiny subsets, each search's first 2 "
+                    "trials of 2 epochs, 1 candidate, 2 confirmation seeds: what CI runs")
     ap.add_argument("-v", "--verbose", action="store_true", default=d(False), help="Ray Tune's progress tables "
                     "instead of a status line")
     return ap
