@@ -109,7 +109,9 @@ def test_paper_holds_the_nine_methods_with_the_paper_s_settings_and_no_search() 
         fixed = by_name[f"paper_{sampler}"].fixed
         assert (fixed["sampler"], fixed["ratio"], fixed["loss"], fixed["model"]) == (sampler, 1.0, "ce", "scratch")
     assert by_name["paper_over_smote"].fixed["k_neighbors"] == 5
-    assert by_name["baseline"].fixed == {"sampler": "none", "loss": "ce", "model": "scratch", "lr": 1e-4}
+    assert by_name["baseline"].fixed == {"sampler": "none", "loss": "ce", "model": "scratch", "lr": 1e-4,
+                                         "match_steps": True}
+    assert all(s.fixed["match_steps"] for s in approaches), "every method the baseline's optimizer steps"
     assert by_name["paper_class_weight"].fixed["loss"] == "weighted_ce"
     assert by_name["paper_class_weight"].fixed["weight_ratio"] is None, "inverse frequency"
     assert {k: by_name["paper_focal"].fixed[k] for k in ("loss", "gamma", "alpha")} == {"loss": "focal", "gamma": 2.0,

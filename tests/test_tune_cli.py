@@ -117,7 +117,8 @@ FLAGS = [
     ("--space focal --gpus-per-trial 1.5", r"--gpus-per-trial must be a fraction in \[0, 1\] or a whole number, "
      r"got 1.5"),
     ("--space focal --gpus-per-trial 64", r"--gpus-per-trial 64 asked for, but this machine has \d+ GPUs"),
-    ("--space focal --data cifar", r"unknown data set 'cifar'; choose one of: animals, animals_source, digits"),
+    ("--space focal --data cifar", r"unknown data set 'cifar'; choose one of: animals, animals_bird_bear, animals_horse_zebra, "
+                                    r"animals_sheep_cow, animals_source, digits, digits_1_7, digits_lt, or a folder path"),
     ("--space focal --data ./no/such/folder", r"data path no/such/folder does not exist"),
     ("--space focal --ratio 2", r"ratio must be in \(0, 1\] \(minority / majority\), got 2.0"),
     ("--space focal --ratio 0", r"ratio must be in \(0, 1\] \(minority / majority\), got 0.0"),
@@ -242,11 +243,11 @@ SPACES = [
     ("params:\n  momentum: {type: float, low: 0, high: 1}\n",
      r"bad\.yaml: params\.momentum: unknown key; allowed: lr, weight_decay, sampler, ratio, k_neighbors, loss, "
      r"gamma, alpha, weight_ratio, beta, base_loss, max_margin, drw_epoch, tau, model, backbone, weights, freeze, "
-     r"cost_ratio, cost_use"),
+     r"cost_ratio, match_steps, cost_use"),
     ("fixed: {optimizer: sgd}\n" + OK_SPACE,
      r"bad\.yaml: fixed\.optimizer: unknown key; allowed: lr, weight_decay, sampler, ratio, k_neighbors, loss, "
      r"gamma, alpha, weight_ratio, beta, base_loss, max_margin, drw_epoch, tau, model, backbone, weights, freeze, "
-     r"cost_ratio, cost_use"),
+     r"cost_ratio, match_steps, cost_use"),
     ("fixed: {lr: 0.01}\n" + OK_SPACE, r"bad\.yaml: params\.lr: also fixed; a key is either fixed or searched"),
     ("fixed: [lr]\n" + OK_SPACE, r"bad\.yaml: fixed: expected a mapping, got \['lr'\]"),
     ("defaults: [epochs]\n" + OK_SPACE, r"bad\.yaml: defaults: expected a mapping, got \['epochs'\]"),
