@@ -83,7 +83,9 @@ def write_spaces(work: Path, cfg: Config) -> Path:
     for name, loss in zip(APPROACHES, ("ce", "focal")):
         text = APPROACH.replace("EPOCHS", str(cfg.epochs)).replace("TRIALS", str(cfg.trials)).replace("LOSS", loss)
         (spaces / f"{name}.yaml").write_text(text)
-    (spaces / f"{SPACE}.yaml").write_text(f"description: the chaos run\napproaches: [{', '.join(APPROACHES)}]\n")
+    budget = APPROACH.splitlines()[1].replace("EPOCHS", str(cfg.epochs)).replace("TRIALS", str(cfg.trials))
+    # the group's own budget: without it the group's defaults (8 trials x 10 epochs) override the approaches'
+    (spaces / f"{SPACE}.yaml").write_text(f"description: the chaos run\napproaches: [{', '.join(APPROACHES)}]\n{budget}\n")
     return spaces
 
 
@@ -286,6 +288,9 @@ def check(uri: str, work: Path, storage: Path, cfg: Config) -> dict[str, Any]:
         if len(steps) != len(set(steps)):
             twice[r.data.tags.get("trial_id")] = steps
     out["no metric step twice"] = (not twice, f"runs with a repeated val_macro_f1 step: {twice}")
+    # Ray's chaos bar: every trial ends at its last iteration; a trial killed past max_failures ends FAILED
+    failed = [f"{r.data.tags.get('phase')}:{r.data.tags.get('trial_id')}" for r in children if r.info.status == "FAILED"]
+    out["no child run FAILED"] = (not failed, f"FAILED: {failed}")
     running = [r.data.tags.get("trial_id", r.info.run_id) for r in runs if r.info.status == "RUNNING"]
     out["no run RUNNING"] = (not running, f"RUNNING: {running}")
     out["summary from complete data"] = summary_check(work / "results" / SPACE / "summary.csv", ledger)
