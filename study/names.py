@@ -32,7 +32,6 @@ SAMPLER_OPTIONS: dict[str, tuple[str, ...]] = {name: ("k_neighbors",) if name ==
 
 # Metrics: one name everywhere (Ray results, MLflow, summary tables). A split prefix and a base name:
 # train_<m> (the batches as trained), val_<m> (validation, per epoch), test_<m> (the held-out split).
-SPLITS = ("train", "val", "test")
 BASE_METRICS = ("loss", "accuracy", "balanced_accuracy", "macro_precision", "macro_recall", "macro_f1",
                 "minority_precision", "minority_recall", "minority_f1", "expected_cost")
 VAL_MACRO_F1 = "val_macro_f1"  # what Optuna, ASHA and checkpoint ranking read: validation macro-F1

@@ -473,7 +473,7 @@ def _guarded(plan: Plan, splits: dict[int, Dataset], eval_costs: np.ndarray, ban
         raise
     finally:
         engine.shutdown_ray()
-    code = report(plan, results)
+    code = write_results(plan, results)
     paths.write_atomic((plan.report_dir or plan.results_dir / plan.space) / PLAN_FILE, plan.to_json().encode(), "plan")
     mark_finished(plan.storage, plan.study_id)
     engine.SIGNALS.deferred = False
@@ -483,7 +483,8 @@ def _guarded(plan: Plan, splits: dict[int, Dataset], eval_costs: np.ndarray, ban
     return code
 
 
-def report(plan: Plan, results: list) -> int:
+def write_results(plan: Plan, results: list) -> int:
+    """results/<space>/ from MLflow (study.report), and the driver's last lines: each approach, the link."""
     from study import store
     from study.report import runs_table_link, write_report
 
