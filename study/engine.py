@@ -384,16 +384,24 @@ def delete_checkpoints_under(fs: pyarrow.fs.FileSystem, root: str) -> int:
     return len(dirs)
 
 
-def stored_trials(fs: pyarrow.fs.FileSystem, experiment: str) -> list[tuple[dict, dict]]:
-    """(trial state, run metadata) of every trial in the newest experiment snapshot on the storage: what
-    ``--resume`` would restore. Ray 2.60's experiment_state-<time>.json; [] before the first one."""
+def newest_snapshot(fs: pyarrow.fs.FileSystem, experiment: str) -> str | None:
+    """The newest experiment snapshot on the storage (Ray 2.60's experiment_state-<time>.json); None before one."""
     found = fs.get_file_info(pyarrow.fs.FileSelector(experiment, allow_not_found=True))
     snapshots = sorted(f.path for f in found if f.base_name.startswith("experiment_state-") and f.base_name.endswith(".json"))
-    if not snapshots:
-        return []
-    with fs.open_input_stream(snapshots[-1]) as f:
+    return snapshots[-1] if snapshots else None
+
+
+def read_snapshot(fs: pyarrow.fs.FileSystem, path: str) -> list[tuple[dict, dict]]:
+    with fs.open_input_stream(path) as f:
         state = json.loads(f.read())
     return [(json.loads(trial), json.loads(metadata)) for trial, metadata in state["trial_data"]]
+
+
+def stored_trials(fs: pyarrow.fs.FileSystem, experiment: str) -> list[tuple[dict, dict]]:
+    """(trial state, run metadata) of every trial in the newest experiment snapshot on the storage: what
+    ``--resume`` would restore; [] before the first one."""
+    path = newest_snapshot(fs, experiment)
+    return read_snapshot(fs, path) if path else []
 
 
 class KeepBestCheckpoints(tune.Callback):
@@ -410,6 +418,10 @@ class KeepBestCheckpoints(tune.Callback):
         self.best: dict[str, list] = {}  # approach -> [macro-F1, trial id] of its best ended trial
         self.losers: set[str] = set()  # ended trials that lost; their checkpoints are still there
         self.check_every_s, self.checked, self.keep_best = check_every_s, float("-inf"), keep_best
+        # the snapshot grows with the study: it is parsed again only when it changed (bench_scale.py found a parse
+        # every few seconds growing with the square of the trial count); its folder is listed at most once a minute
+        self._snapshot: str | None = None
+        self._listed, self._seen, self._stored = float("-inf"), (), set()
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         if not self.keep_best:
@@ -445,15 +457,26 @@ class KeepBestCheckpoints(tune.Callback):
         if self.losers:
             self._prune(trials)  # a finished study has written its last snapshot by now
 
+    def _terminated(self, fs: pyarrow.fs.FileSystem, experiment: str) -> set[str]:
+        """Trial ids the newest snapshot on the storage records TERMINATED."""
+        if self._snapshot is None or time.monotonic() - self._listed >= 60:  # a resumed study starts a new file
+            self._snapshot, self._listed = newest_snapshot(fs, experiment), time.monotonic()
+        if self._snapshot is None:
+            return set()
+        info = fs.get_file_info(self._snapshot)
+        key = (self._snapshot, info.mtime_ns, info.size)
+        if key != self._seen:
+            terminated = {s["trial_id"] for s, _ in read_snapshot(fs, self._snapshot) if s["status"] == "TERMINATED"}
+            self._seen, self._stored = key, terminated
+        return self._stored
+
     def _prune(self, trials: list) -> None:
         self.checked = time.monotonic()
         ended = [t for t in trials if t.trial_id in self.losers and t.status == "TERMINATED"]
         if not ended:
             return
         try:
-            stored = {s["trial_id"] for s, _ in stored_trials(ended[0].storage.storage_filesystem,
-                                                             ended[0].storage.experiment_fs_path)
-                      if s["status"] == "TERMINATED"}
+            stored = self._terminated(ended[0].storage.storage_filesystem, ended[0].storage.experiment_fs_path)
         except (OSError, ValueError, KeyError) as err:  # not synced yet, or mid-write: try again later
             log.debug("experiment snapshot not readable yet: %s", err)
             return

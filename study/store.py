@@ -175,10 +175,6 @@ def log_dict(uri: str, run_id: str, data: dict[str, Any], path: str) -> None:
     client(uri).log_dict(run_id, data, path)
 
 
-def log_text(uri: str, run_id: str, text: str, path: str) -> None:
-    client(uri).log_text(run_id, text, path)
-
-
 def set_description(uri: str, run_id: str, text: str) -> None:
     """The run's description in the MLflow UI (markdown)."""
     client(uri).set_tag(run_id, DESCRIPTION_TAG, text)

@@ -390,13 +390,11 @@ def test_store_errors(study):
         store.check_uri("file:///x")
 
 
-def test_store_description_and_text(study):
+def test_store_description(study):
     uri, parent = study["uri"], study["runs"]["class_weight"]["parent"]
     store.set_description(uri, parent, "**class_weight**")
-    store.log_text(uri, parent, "hello", "notes.txt")
     run = next(p for p in store.parents(uri, "all", STUDY) if p.run_id == parent)
     assert run.tags[store.DESCRIPTION_TAG] == "**class_weight**"
-    assert "notes.txt" in [f.path for f in store.client(uri).list_artifacts(parent)]
 
 
 def test_check_uri_gives_up_on_a_silent_server_within_its_timeout():
