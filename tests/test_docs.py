@@ -128,7 +128,7 @@ def cli_sections() -> dict[str, str]:
     """docs/cli.md cut at each "## `python -m <command>`" heading."""
     text = (ROOT / "docs" / "cli.md").read_text(encoding="utf-8")
     parts = re.split(r"^## `python -m ([\w.]+)`.*$", text, flags=re.M)
-    return dict(zip(parts[1::2], parts[2::2]))
+    return dict(zip(parts[1::2], parts[2::2], strict=False))
 
 
 def mentions(text: str, flag: str) -> bool:
