@@ -380,3 +380,38 @@ def test_rays_session_folder_is_private_to_the_user(tmp_path, monkeypatch) -> No
     (tmp_path / f"ray-{os.getuid()}").mkdir(mode=0o755)  # left world-readable by an older run
     path = Path(private_temp_dir())
     assert path.parent == tmp_path and stat.S_IMODE(path.stat().st_mode) == 0o700
+
+
+def test_a_user_error_in_a_trial_stops_the_whole_tuner_once() -> None:
+    """Ray's FailureConfig retries every exception; the trainable reports a user error as ``fatal_error`` instead."""
+    from study.engine import FatalStop
+
+    stop = FatalStop()
+    assert not stop("t1", {"val_macro_f1": 0.5}) and not stop.stop_all()
+    assert stop("t2", {"fatal_error": "unknown loss 'focl'; choose one of: ce, focal", "val_macro_f1": 0.0})
+    assert stop.stop_all() and stop.error == "unknown loss 'focl'; choose one of: ce, focal"
+    stop("t3", {"fatal_error": "another"})
+    assert stop.error == "unknown loss 'focl'; choose one of: ce, focal"  # the first one is the one reported
+
+
+def test_signals_pause_through_rays_handler_inside_a_fit_and_raise_outside(monkeypatch) -> None:
+    import signal
+
+    from study.engine import Interrupted, Signals
+
+    signals, asked = Signals(), []
+    monkeypatch.setattr(signal, "getsignal", lambda s: lambda *a: asked.append(a[0]))
+    signals.in_fit = True
+    signals.on_signal(signal.SIGTERM, None)  # inside Tuner.fit: Ray's SIGUSR1 handler snapshots and stops
+    assert asked == [signal.SIGUSR1] and signals.code == 143
+    signals.in_fit = False
+    with pytest.raises(Interrupted, match=r"interrupted \(exit 143\)"):
+        signals.check()
+    signals.reset()
+    signals.deferred = True
+    signals.on_signal(signal.SIGINT, None)  # during the finish: recorded, nothing raised
+    signals.check()
+    assert signals.received == signal.SIGINT
+    signals.deferred = False
+    with pytest.raises(Interrupted, match=r"interrupted \(exit 130\)"):
+        signals.on_signal(signal.SIGINT, None)
