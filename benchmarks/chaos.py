@@ -273,7 +273,7 @@ def check(uri: str, work: Path, storage: Path, cfg: Config) -> dict[str, Any]:
         out[f"{a}: search trials"] = (len(ids) == expected and len(search) == expected,
                                       f"{len(ids)} trial ids in {len(search)} runs, expected {expected}; "
                                       f"statuses {dict(Counter(r.info.status for r in search))}")
-        seeds = [r.data.tags["confirm_seed"] for r in mine
+        seeds = [r.data.tags.get("confirm_seed", "untagged") for r in mine
                  if r.data.tags.get("phase") == "confirm" and r.info.status == "FINISHED"]
         want = sorted(str(s) for s in ledger.seeds(a))
         out[f"{a}: confirmation seeds once"] = (sorted(seeds) == want and len(want) >= 2,
@@ -306,7 +306,7 @@ def summary_check(path: Path, ledger: Any) -> tuple[bool, str]:
     want = {a: len(ledger.seeds(a)) for a in APPROACHES}
     got = {a: int(rows[a]["n_seeds"]) if a in rows else None for a in APPROACHES}
     verdicts = {a: (rows[a]["verdict"], rows[a]["paired_seeds"]) for a in APPROACHES if a in rows and a != "baseline"}
-    ok = got == want and all(v and p and int(float(p)) == min(want.values()) for v, p in verdicts.values())
+    ok = got == want and all(v and len(p.split()) == min(want.values()) for v, p in verdicts.values())
     return ok, f"n_seeds {got} (ledger {want}); verdict, paired seeds {verdicts}"
 
 
