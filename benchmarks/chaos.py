@@ -80,7 +80,7 @@ class Tally:
 def write_spaces(work: Path, cfg: Config) -> Path:
     spaces = work / "spaces"
     spaces.mkdir(parents=True, exist_ok=True)
-    for name, loss in zip(APPROACHES, ("ce", "focal")):
+    for name, loss in zip(APPROACHES, ("ce", "focal"), strict=False):
         text = APPROACH.replace("EPOCHS", str(cfg.epochs)).replace("TRIALS", str(cfg.trials)).replace("LOSS", loss)
         (spaces / f"{name}.yaml").write_text(text)
     budget = APPROACH.splitlines()[1].replace("EPOCHS", str(cfg.epochs)).replace("TRIALS", str(cfg.trials))
@@ -131,7 +131,7 @@ def is_trial(proc: Any) -> bool:
 def trial_workers(nodes: list) -> list[Any]:
     """The trial workers of these Ray nodes only (children of their raylets): never another cluster's on the same
     machine, e.g. another test's."""
-    import ray  # noqa: F401  (puts Ray's vendored psutil on the path)
+    import ray  # noqa: F401, I001  (puts Ray's vendored psutil on the path: it comes first)
     import psutil
 
     found = []

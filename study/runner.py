@@ -207,7 +207,9 @@ def log_networks(plan: Plan, setup: Any, ledger: race.Ledger, outcomes: list, tr
         net = build_model(data.num_classes, cfg["model"], cfg["weights"], cfg["freeze"],
                           setup.bank.get(f"{cfg['weights']}@{cfg['backbone']}"), backbone=cfg["backbone"])
         net.load_state_dict(state["model"])
-        run_id = trackers[approach].child(best.trial_id, cfg, {"phase": "confirm"})
+        run_id = trackers[approach].existing_child(best.trial_id, "confirm")
+        if run_id is None:  # the Tune callback logs every confirmation run; without one there is nowhere to log
+            continue
         publish.log_model(plan.tracking_uri, run_id, net, classes=list(data.classes), image_size=plan.budget.image_size,
                           channels=int(data.train.images.shape[1]), minority=data.minority, eval_costs=setup.eval_costs,
                           temperature=float(best.last.get("val_temperature", 1.0)), config=cfg)

@@ -349,6 +349,12 @@ class Tracker:
             known.setdefault((run.data.tags.get("trial_id", ""), run.data.tags.get("phase", "search")), run)  # newest wins
         return known
 
+    def existing_child(self, trial_id: str, phase: str) -> str | None:
+        """The run id of a trial's child run, as the store holds it now (another writer, the Tune callback, made
+        it): found, not reattached, so its status stays."""
+        return next((run.info.run_id for run in self._find(CHILD) if run.data.tags.get("trial_id") == trial_id
+                     and run.data.tags.get("phase") == phase), None)
+
     def child(self, trial_id: str, config: dict[str, Any], tags: dict[str, str]) -> str:
         """The trial's child run: reattached when it exists (resume), created once otherwise."""
         phase = tags.get("phase", "search")
