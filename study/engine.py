@@ -207,7 +207,7 @@ class Signals:
 SIGNALS = Signals()
 
 
-class FatalError(RuntimeError):
+class FatalError(StudyError):
     """A trial met a user error (weights, loss, space, data): it would fail the same way on every retry."""
 
 

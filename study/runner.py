@@ -466,7 +466,7 @@ def _guarded(plan: Plan, splits: dict[int, Dataset], eval_costs: np.ndarray, ban
         store.end_open_runs(plan.tracking_uri, plan.study_id, "KILLED")
         print(f"interrupted: study {plan.study_id} paused; finish it with the same command and --resume", file=sys.stderr)
         return stop.code
-    except (engine.FatalError, engine.ClusterError, StudyError) as err:
+    except StudyError as err:  # a user error met after Ray started (a trial's, the cluster's): one line, exit 2
         store.end_open_runs(plan.tracking_uri, plan.study_id, "FAILED")
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from study.errors import StudyError
 from study.names import VAL_MACRO_F1
 
 if TYPE_CHECKING:
@@ -38,7 +39,7 @@ DESCRIPTION_TAG = "mlflow.note.content"  # what the MLflow UI shows as a run's d
 PROBE_TIMEOUT_S = 5.0
 
 
-class StoreError(ValueError):
+class StoreError(StudyError):
     """The tracking store cannot answer what was asked: a one-line message."""
 
 
