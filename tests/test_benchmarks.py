@@ -106,3 +106,29 @@ def test_null_trainable_scores_a_config_the_same_every_time() -> None:
     assert synthetic_f1(config, 3) == synthetic_f1(dict(config), 3)
     assert synthetic_f1(config, 4) > synthetic_f1(config, 1)  # a learning curve
     assert synthetic_f1(config, 4) > synthetic_f1({"lr": 1e-4, "gamma": 5.0}, 4)  # the space has a best region
+
+
+def test_bench_vs_tutorial_ratio_is_the_median_of_pair_ratios_and_tiny_never_writes_over_the_real_report(
+        tmp_path: Path) -> None:
+    import argparse
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("bench_vs_tutorial", ROOT / "benchmarks" / "bench_vs_tutorial.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    walls = [(90.0, 100.0), (120.0, 100.0), (80.0, 100.0)]  # pair ratios 0.9, 1.2, 0.8: median 0.9, not the mean
+    runs = [{"side": side, "pair": i, "wall_s": wall, "driver_cpu_s": cpu, "tree_cpu_s": 1.0, "trials": 4, "epochs": 12,
+             "where": {"fit_s": 1.0}} for i, pair in enumerate(walls)
+            for side, wall, cpu in (("ours", pair[0], 20.0), ("peer", pair[1], 10.0))]
+    args = argparse.Namespace(pairs=3, trials=4, epochs=3, image_size=64, tiny=False, out=tmp_path)
+    report = bench.summarise(runs, {"train": 1}, args)
+    assert report["wall_ratio"] == 0.9 and report["pair_ratios"] == [0.9, 1.2, 0.8]
+    assert report["driver_cpu_ratio"] == 2.0
+    bench.write(report, args)
+    assert json.loads((tmp_path / "vs_tutorial.json").read_text())["wall_ratio"] == 0.9
+    assert "**wall_ratio (ours / peer, median of pair ratios): 0.9**" in (tmp_path / "vs_tutorial.md").read_text()
+
+    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "bench_vs_tutorial.py"), "--tiny", "--out",
+                           str(ROOT / "results" / "bench")], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2
+    assert "--tiny never writes over results/bench's files; give another --out" in proc.stderr
