@@ -215,7 +215,11 @@ def write(report: dict[str, Any], args: argparse.Namespace) -> None:
     lines += ["", "Where the time goes (ours from the outside, the peer's from inside its driver and trainable):", ""]
     for r in report["runs"]:
         lines.append(f"- pair {r['pair']} {r['side']}: " + "; ".join(f"{k} {v}" for k, v in r["where"].items()))
-    lines += ["", "Tree CPU: what the OS charged each side's driver and the processes it reaped (Ray's workers are "
+    lines += ["", "The peer (benchmarks/tutorial_trial.py) follows pytorch.org's \"Hyperparameter tuning with Ray "
+              "Tune\": ImageFolder + DataLoader per trial (num_workers=0 for the 1-CPU budget), random search on "
+              "tune.loguniform lr, ASHA on validation loss, a pickled checkpoint per tune.report, the best checkpoint "
+              "tested; no MLflow. Ours: python -m study.tune with MLflow as it is.", "",
+              "Tree CPU: what the OS charged each side's driver and the processes it reaped (Ray's workers are "
               "not all among them).", ""]
     (args.out / "vs_tutorial.md").write_text("\n".join(lines))
 

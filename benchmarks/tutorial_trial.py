@@ -1,7 +1,7 @@
 """The peer of benchmarks/bench_vs_tutorial.py: a study written the way Ray Tune's PyTorch tutorial writes one.
 
     PYTHONPATH=benchmarks .venv/bin/python -c "import tutorial_trial, sys; sys.exit(tutorial_trial.main())" \
-        --data FOLDER --phases-out peer.json
+        --data FOLDER --storage ray --phases-out peer.json
 
 As "Hyperparameter tuning with Ray Tune" (pytorch.org) does: each trial builds torchvision ``ImageFolder`` +
 ``DataLoader`` (the images decoded every epoch), trains, evaluates on validation and reports loss and accuracy
@@ -9,7 +9,10 @@ with a pickled checkpoint through ``tune.report``; random search over ``tune.log
 validation loss; afterwards the best trial's checkpoint is tested on the test folder. The model, optimiser and
 loss are the study's baseline's (ResNet-18 from scratch, 2 classes, Adam, cross-entropy). Differences from
 the tutorial: ``num_workers=0`` (the tutorial's 8 loader processes would break the 1-CPU-per-trial budget both
-sides get) and phase timers (``perf_counter``) reported as extra metrics, cumulative per trial. The trainable
+sides get), lr drawn from the study's range (1e-4..1e-2; the tutorial's reaches 1e-1), a fresh local Ray
+(``address="local"``: a plain ``ray.init()`` joins any Ray already running on the machine) and phase
+timers (``perf_counter``) reported as extra metrics, cumulative per trial. ImageFolder reads the grayscale PNGs
+as RGB (its default loader), as our folder reader does. The trainable
 lives in this importable module: Ray pickles ``__main__``'s functions by value.
 """
 
