@@ -551,10 +551,12 @@ class MLflowCallback(tune.Callback):
 
 
 class StatusLine(tune.Callback):
-    """Quiet by default: one line every few seconds instead of Ray's tables (``-v`` brings them back)."""
+    """Quiet by default: instead of Ray's tables (``-v`` brings them back), a line when the trials' states or the
+    best score change (looked at every ``every_s``), and at least every ``quiet_s`` while nothing does."""
 
-    def __init__(self, phase: str, every_s: float = 10.0) -> None:
-        self.phase, self.every_s, self.last = phase, every_s, 0.0
+    def __init__(self, phase: str, every_s: float = 10.0, quiet_s: float = 120.0) -> None:
+        self.phase, self.every_s, self.quiet_s = phase, every_s, quiet_s
+        self.last, self.printed, self.shown = 0.0, 0.0, ""
 
     def on_step_end(self, iteration: int, trials: list, **info: Any) -> None:
         if time.monotonic() - self.last < self.every_s:
@@ -562,9 +564,11 @@ class StatusLine(tune.Callback):
         self.last = time.monotonic()
         states = Counter(t.status.lower() for t in trials)
         best = max((t.metric_analysis.get(VAL_MACRO_F1, {}).get("max", float("-inf")) for t in trials), default=float("-inf"))
-        shown = f", best validation macro-F1 so far {best:.4f}" if best > float("-inf") else ""
-        print(f"[{time.strftime('%H:%M:%S')}] {self.phase}: {len(trials)} trials ("
-              + ", ".join(f"{n} {s}" for s, n in sorted(states.items())) + f"){shown}", flush=True)
+        shown = f"{self.phase}: {len(trials)} trials (" + ", ".join(f"{n} {s}" for s, n in sorted(states.items())) + ")"
+        shown += f", best validation macro-F1 so far {best:.4f}" if best > float("-inf") else ""
+        if shown != self.shown or self.last - self.printed >= self.quiet_s:
+            self.shown, self.printed = shown, self.last
+            print(f"[{time.strftime('%H:%M:%S')}] {shown}", flush=True)
 
 
 # ---------------------------------------------------------------- running the Tuners

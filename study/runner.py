@@ -8,6 +8,8 @@ One guard at the top ends every open MLflow run of the study: KILLED on SIGINT/S
 
 from __future__ import annotations
 
+import contextlib
+import io
 import os
 import sys
 from dataclasses import replace
@@ -227,7 +229,8 @@ def register_winner(plan: Plan, ledger: race.Ledger) -> str | None:
     if not pool:
         return None
     winner = max(pool, key=means.__getitem__)
-    return publish.register(plan.tracking_uri, ledger.models[winner]["run_id"], f"{plan.space}-{winner}")
+    with contextlib.redirect_stderr(io.StringIO()):  # MLflow prints two lines of its own; ours names the model
+        return publish.register(plan.tracking_uri, ledger.models[winner]["run_id"], f"{plan.space}-{winner}")
 
 
 def run_race(plan: Plan, setup: Any, ledger: race.Ledger, rho: float, save: Any, trackers: dict) -> list:

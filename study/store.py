@@ -17,6 +17,7 @@ from __future__ import annotations
 import fcntl
 import functools
 import json
+import logging
 import os
 import tempfile
 import time
@@ -252,6 +253,7 @@ def prepare_store(uri: str) -> None:
     if not uri.startswith("sqlite:///"):
         return
     db = Path(uri[len("sqlite:///"):])
+    logging.getLogger("mlflow.store.db.utils").setLevel(logging.WARNING)  # "Creating initial MLflow database tables"
     db.parent.mkdir(parents=True, exist_ok=True)  # the CLI allowed only an existing folder or the results folder
     with _locked(db.with_name(db.name + ".lock")):
         client(uri).search_experiments(max_results=1)
