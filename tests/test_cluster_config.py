@@ -1,5 +1,5 @@
 """cluster.yaml and cluster-onprem.yaml: accepted by Ray's own launcher validation, bound to no
-public address, free of secrets, with shared storage, installing the project as the README says;
+public address, free of secrets, with shared storage, installing the project as docs/cluster.md says;
 Ray behind its cluster token, MLflow behind its basic-auth app."""
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = ["cluster.yaml", "cluster-onprem.yaml"]
 # The commands that install things on the nodes; the README's cluster section must list each one.
 INSTALL_KEYS = ("initialization_commands", "setup_commands", "head_setup_commands", "worker_setup_commands")
-SECTION = "Run on a cluster"
+CLUSTER_PAGE = ROOT / "docs" / "cluster.md"  # the whole page is the cluster section
 NODE_IP = "$(python -c 'import ray.util; print(ray.util.get_node_ip_address())')"  # the IP Ray advertises
 SECRETS = [
     r"(?i)aws_secret_access_key", r"(?i)aws_access_key_id", r"(?i)aws_session_token", r"AKIA[0-9A-Z]{16}",
@@ -106,21 +106,6 @@ def run_settings(config: dict[str, Any], home: Path) -> str:
 
 def exports(path: Path) -> dict[str, str]:
     return dict(re.findall(r"^export (\w+)=(.*)$", path.read_text(), re.M))
-
-
-def section(markdown: str) -> str | None:
-    """The text under '## Run on a cluster', up to the next heading of level 1 or 2 (outside code blocks)."""
-    lines, inside, fence = None, False, False
-    for line in markdown.splitlines():
-        fence ^= line.startswith("```")
-        heading = not fence and re.match(r"#{1,2}\s", line)
-        if heading and inside:
-            break
-        if heading and re.fullmatch(rf"##\s+{SECTION}\s*", line):
-            inside, lines = True, []
-        elif inside:
-            lines.append(line)
-    return None if lines is None else "\n".join(lines)
 
 
 def fenced_blocks(text: str) -> list[str]:
@@ -249,11 +234,10 @@ def test_nodes_install_with_make_install(name: str) -> None:
 
 
 @pytest.mark.parametrize("name", CONFIGS)
-def test_readme_lists_the_install_commands(name: str) -> None:
-    text = section((ROOT / "README.md").read_text())
-    assert text is not None, f"README.md has no '## {SECTION}' section"
+def test_the_cluster_page_lists_the_install_commands(name: str) -> None:
+    text = CLUSTER_PAGE.read_text()
     missing = [c for c in commands(raw(name), INSTALL_KEYS) if squash(c) not in fenced_lines(text)]
-    assert not missing, f"README.md's '{SECTION}' section does not list these install commands of {name} in a code block: {missing}"
+    assert not missing, f"docs/cluster.md does not list these install commands of {name} in a code block: {missing}"
 
 
 # ---------------------------------------------------------------- Ray's cluster token
@@ -284,12 +268,11 @@ def test_token_file_mounted_from_outside_the_repo(name: str) -> None:
     assert not Path(os.path.expanduser(source)).resolve().is_relative_to(ROOT), source
 
 
-def test_readme_submits_jobs_with_the_token_and_the_study_credentials() -> None:
-    text = section((ROOT / "README.md").read_text())
-    assert text is not None
+def test_the_cluster_page_submits_jobs_with_the_token_and_the_study_credentials() -> None:
+    text = CLUSTER_PAGE.read_text()
     assert "ray get-auth-token --generate" in text and f"chmod 600 {TOKEN_FILE}" in text
     submits = [b for b in fenced_blocks(text) if "ray job submit" in b]
-    assert submits, "README.md shows no `ray job submit`"
+    assert submits, "docs/cluster.md shows no `ray job submit`"
     for block in submits:
         # the client presents the token; the study, on the head, reads its MLflow account from the head's file
         assert "export RAY_AUTH_MODE=token" in block.split("ray job submit")[0], block
