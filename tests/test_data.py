@@ -590,7 +590,8 @@ def test_unpickler_wants_an_array() -> None:
 
 
 def test_unknown_data_set_lists_choices(tmp_path: Path) -> None:
-    with pytest.raises(DataError, match=r"unknown data set 'imagenet'; choose one of: animals, animals_source, digits, "
+    with pytest.raises(DataError, match=r"unknown data set 'imagenet'; choose one of: animals, animals_bird_bear, "
+                                        r"animals_horse_zebra, animals_sheep_cow, animals_source, digits, digits_1_7, "
                                         r"digits_lt, or a folder path"):
         load_dataset("imagenet", cache_dir=tmp_path)
 

@@ -86,7 +86,8 @@ def test_a_good_folder_passes_with_or_without_test(tmp_path: Path) -> None:
 
 
 def test_unknown_name_lists_the_choices() -> None:
-    with pytest.raises(DataError, match=r"unknown data set 'imagenet'; choose one of: animals, animals_source, digits, "
+    with pytest.raises(DataError, match=r"unknown data set 'imagenet'; choose one of: animals, animals_bird_bear, "
+                                        r"animals_horse_zebra, animals_sheep_cow, animals_source, digits, digits_1_7, "
                                         r"digits_lt, or a folder path"):
         check_source("imagenet")
 
