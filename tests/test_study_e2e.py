@@ -49,7 +49,7 @@ def test_smoke_study_of_every_approach_with_confirmation(tmp_path: Path) -> None
         assert {"val_macro_f1", "test_macro_f1_mean", "test_macro_f1_ci_low", "test_macro_f1_ci_high",
                 "test_expected_cost_mean"} <= set(m)
         assert m["test_macro_f1_ci_low"] <= m["test_macro_f1_mean"] <= m["test_macro_f1_ci_high"]
-        assert "Test macro-F1" in parent.data.tags["mlflow.note.content"]
+        assert "test macro-F1" in parent.data.tags["mlflow.note.content"]
         assert {"final_config.json", "eval_costs.json"} <= artifact_paths(c, parent.info.run_id)
         children = runs(c, "all", f"tags.mlflow.parentRunId = '{parent.info.run_id}'")
         search = [r for r in children if r.data.tags["phase"] == "search"]
