@@ -678,3 +678,23 @@ def test_the_board_data_sets_ship_with_their_own_imbalance(tmp_path, name: str, 
 
     ds = load_dataset(name, image_size=16, seed=0, ratio=None, counts=None, cache_dir=tmp_path)
     assert ds.train.counts(2) == counts and ds.minority == 0
+
+
+def test_a_weights_file_with_foreign_keys_is_one_error_line_before_ray_starts(tmp_path) -> None:
+    """It passes the torch-free checks (a real checkpoint), then fails the backbone's keys in the driver: exit 2,
+    no trial retried four times, Ray never started (no storage written)."""
+    import subprocess
+    import sys
+
+    import torch
+
+    torch.save({"encoder.weight": torch.zeros(3, 3)}, tmp_path / "foreign.pt")
+    (tmp_path / "mine.yaml").write_text(f"fixed: {{model: pretrained, weights: {tmp_path / 'foreign.pt'}, loss: ce}}\n")
+    proc = subprocess.run([sys.executable, "-m", "study.tune", "--space", "mine", "--spaces-dir", str(tmp_path),
+                           "--data", "digits", "--smoke", "--results-dir", str(tmp_path / "r")],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    lines = proc.stderr.strip().splitlines()
+    assert lines == [f"error: weights {tmp_path / 'foreign.pt'} do not fit resnet18: 120 missing (e.g. bn1.bias, "
+                     "bn1.num_batches_tracked, bn1.running_mean); 1 unexpected (e.g. encoder.weight)"]
+    assert "Traceback" not in proc.stderr and not (tmp_path / "r" / "ray").exists()
