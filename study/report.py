@@ -374,18 +374,20 @@ def _verdict_table(table: list[dict[str, Any]]) -> list[str]:
     if not compared:
         return []
     rope = ", ".join(sorted({f"±{r['rope']:g}" for r in compared}))
-    rho = ", ".join(sorted({f"{r['split_rho']:g}" for r in compared}))
+    rho = ", ".join(sorted({f"{r['split_rho']:.3g}" for r in compared}))
     cols = ["approach", "verdict", "P(better)", "P(equivalent)", "P(worse)", "Δ macro-F1 [95 % posterior]",
             "paired seeds", "min. detectable Δ", "noise floor", "p t-test", "p Wilcoxon", "p Holm"]
     lines = ["## Verdicts against `baseline`", "",
              f"Posterior of the mean paired difference (approach − {BASELINE}, over the seeds both ran): "
-             f"Student-t with n−1 df, scale sd·√(1/n + ρ/(1−ρ)) (ρ = n_test/n_train = {rho}: Nadeau & Bengio's "
-             f"correction for overlapping resplits, 0 for one fixed split). Region of practical equivalence {rope} macro-F1; a "
-             "verdict needs posterior probability ≥ 0.95, else it is undecided at this budget. Minimum detectable "
-             f"Δ: the true difference a paired t-test at {ALPHA} / (comparisons) detects with 80 % power at those "
-             "seeds and the observed paired SD. Noise floor: the standard error of macro-F1 from the test split's finite "
-             "size alone (bootstrap over its images). The paired t-test, Wilcoxon and Holm's adjustment are for "
-             "reference only: nominal only under a fixed seed count, which a race does not have.", "",
+             f"Student-t with n−1 df, scale sd·√(1/n + ρ/(1−ρ)) (ρ = n_test/(n_test + n_train) = {rho}: "
+             "Nadeau & Bengio's correction for overlapping resplits, 0 for one fixed split; it widens the posterior, "
+             "so a verdict needs more seeds than the plain paired t-test beside it). Region of practical equivalence "
+             f"{rope} macro-F1; a verdict needs posterior probability ≥ 0.95, else it is undecided at this budget. "
+             f"Minimum detectable Δ: the true difference a paired t-test at {ALPHA} / (comparisons) detects with 80 % "
+             "power at those seeds and the observed paired SD (without the resplit correction). Noise floor: the "
+             "standard error of macro-F1 from the test split's finite size alone (bootstrap over its images). The "
+             "paired t-test, Wilcoxon and Holm's adjustment are for reference only: nominal only under a fixed seed "
+             "count, which a race does not have.", "",
              "| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     for r in compared:
         cells = [r["approach"], r["verdict"], _num(r["p_better"]), _num(r["p_equivalent"]), _num(r["p_worse"]),

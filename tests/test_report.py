@@ -195,7 +195,7 @@ def test_summary_md_states_verdicts_budget_and_noise_floor(written):
     assert f"| focal | better | {float(focal['p_better']):.3f} |" in md
     mdd, floor = float(focal["min_detectable_difference"]), float(focal["test_sampling_error"])
     assert f"| 5 (0 1 2 3 4) | {mdd:.3f} | {floor:.3f} |" in md
-    assert "Region of practical equivalence ±0.03" in md and "ρ = n_test/n_train = 0.1" in md
+    assert "Region of practical equivalence ±0.03" in md and "ρ = n_test/(n_test + n_train) = 0.1" in md
     assert "for reference only: nominal only under a fixed seed count" in md
     assert f"- class_weight is **{table['class_weight']['verdict']}" in md
     assert "Not finished, left out: transfer (RUNNING)" in md
