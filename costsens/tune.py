@@ -209,7 +209,8 @@ def fit(args: argparse.Namespace, table: tabular.Table, study_id: str, pause: An
 
     # Ray Tune's own SIGINT handler ends fit() normally, as if the study were done: ours raises KeyboardInterrupt
     os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = "1"
-    ray.init(address="local", include_dashboard=False, logging_level="WARNING")
+    # workers' own output (a worker's exit traceback when a stop ends it mid-trial) stays in Ray's session logs
+    ray.init(address="local", include_dashboard=False, logging_level="WARNING", log_to_driver=False)
     try:
         pause.install()  # ray.init replaced the SIGTERM handler with one that exits
         return tune.Tuner(
