@@ -750,11 +750,14 @@ def search(s: TuneSetup, name: str, searches: dict[str, Search], budget: Any, se
 
 
 def retrain(s: TuneSetup, name: str, configs: list[dict[str, Any]], epochs: int, resume: bool,
-            keep_best: bool = False) -> PhaseResult:
+            keep_best: bool = False, only_restore: bool = False) -> PhaseResult:
     """Retrain each config for ``epochs`` epochs, no early stopping (FIFO): a race or confirmation round.
-    ``keep_best``: each approach's best run keeps its checkpoints (its network is logged after the round)."""
+    ``keep_best``: each approach's best run keeps its checkpoints (its network is logged after the round).
+    ``only_restore``: read back a finished round; nothing when its Tuner is not on the storage."""
     _quiet_trial_logs(s.verbose)
     trainable, path = _with_resources(s), f"{s.storage}/{name}"
+    if only_restore and not tune.Tuner.can_restore(path):
+        return PhaseResult([])
     if resume and tune.Tuner.can_restore(path):
         return _run(tune.Tuner.restore(path, trainable, resume_errored=True), len(configs), s.checkpoint_file, None)
     approaches = list(dict.fromkeys(c["approach"] for c in configs))

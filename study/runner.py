@@ -241,6 +241,11 @@ def run_race(plan: Plan, setup: Any, ledger: race.Ledger, rho: float, save: Any,
     approaches = list(ledger.candidates)
     decide = decider(plan, rho) if race.BASELINE in approaches else None
     outcomes = []
+    for done_round in ledger.rounds:  # a resumed study: the rounds it finished before, read back from their Tuners
+        k = done_round["round"]
+        configs = round_configs(plan, ledger, done_round["seeds"], k)
+        outcomes += engine.retrain(setup, f"{plan.space}-confirm-r{k}", configs, plan.budget.epochs, resume=True,
+                                   keep_best=True, only_restore=True).outcomes
     while seeds := race.next_round(ledger, approaches, plan.confirm.min_seeds, plan.confirm.max_seeds, decide):
         k = len(ledger.rounds)
         configs = round_configs(plan, ledger, seeds, k)
