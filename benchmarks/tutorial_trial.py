@@ -5,7 +5,7 @@
 
 As "Hyperparameter tuning with Ray Tune" (pytorch.org) does: each trial builds torchvision ``ImageFolder`` +
 ``DataLoader`` (the images decoded every epoch), trains, evaluates on validation and reports loss and accuracy
-with a pickled checkpoint through ``tune.report``; random search over ``tune.loguniform`` lr with ASHA on
+with a checkpoint (torch.save, read with weights_only; the tutorial pickles it) through ``tune.report``; random search over ``tune.loguniform`` lr with ASHA on
 validation loss; afterwards the best trial's checkpoint is tested on the test folder. The model, optimiser and
 loss are the study's baseline's (ResNet-18 from scratch, 2 classes, Adam, cross-entropy). Differences from
 the tutorial: ``num_workers=0`` (the tutorial's 8 loader processes would break the 1-CPU-per-trial budget both
@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import pickle
 import resource
 import sys
 import tempfile
@@ -106,8 +105,8 @@ def train_resnet(config: dict[str, Any], data_dir: str = "", epochs: int = 3, ba
         start = time.perf_counter()
         state = {"epoch": epoch, "net_state_dict": net.state_dict(), "optimizer_state_dict": optimizer.state_dict()}
         with tempfile.TemporaryDirectory() as folder:
-            with open(Path(folder) / "data.pkl", "wb") as fp:
-                pickle.dump(state, fp)
+            # the tutorial pickles its checkpoint; torch.save writes the same dict, read back with weights_only
+            torch.save(state, Path(folder) / "data.pt")
             # the report's own time shows in the next epoch's figures (the last epoch's is not reported)
             tune.report({"loss": val_loss, "accuracy": accuracy, **timer}, checkpoint=Checkpoint.from_directory(folder))
         timer["t_report"] += time.perf_counter() - start
@@ -120,8 +119,8 @@ def test_best(result: Any, data_dir: str, batch_size: int) -> float:
     from torchvision import datasets, transforms
 
     net = torchvision.models.resnet18(num_classes=2)
-    with result.checkpoint.as_directory() as folder, open(Path(folder) / "data.pkl", "rb") as fp:
-        net.load_state_dict(pickle.load(fp)["net_state_dict"])
+    with result.checkpoint.as_directory() as folder:
+        net.load_state_dict(torch.load(Path(folder) / "data.pt", weights_only=True)["net_state_dict"])
     transform = transforms.Compose([transforms.ToTensor(), transforms.Normalize((0.5,) * 3, (0.5,) * 3)])
     test = datasets.ImageFolder(str(Path(data_dir) / "test"), transform=transform)
     return evaluate(net, torch.utils.data.DataLoader(test, batch_size=batch_size, num_workers=0))[1]

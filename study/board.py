@@ -32,7 +32,6 @@ import contextlib
 import csv
 import dataclasses
 import io
-import json
 import math
 import os
 import re
@@ -49,9 +48,10 @@ from study.errors import Parser, StudyError, UsageError, fail, one_line
 from study.plan import Plan, is_finished
 from study.sources import DATASETS, is_folder
 from study.stats import BETTER, EQUIVALENT, UNDECIDED, WORSE
-from study.sweep import FREE_ON_RESUME
+from study.sweep import FREE_ON_RESUME, resume_paused, resumed_series
+from study.sweep import save_state as sweep_save_state
 from study.tune import parser as study_parser
-from study.tune import preflight, resumed
+from study.tune import preflight
 
 BASELINE = "baseline"
 ALPHA = 0.05  # the Friedman test's and the Nemenyi post-hoc's level
@@ -334,41 +334,20 @@ def board_flags(rest: list[str]) -> dict[str, Any]:
 
 def resumed_state(out: Path, args: argparse.Namespace) -> dict[str, Any]:
     """The paused board's state in ``out``, refused when its flags differ from these (each difference named)."""
-    path = out / STATE
-    if not path.is_file():
-        raise UsageError(f"--resume: no board to resume in {out} (no {STATE}); start it without --resume")
-    try:
-        state = json.loads(path.read_text(encoding="utf-8"))
-        before, now, data = board_flags(state["flags"]), board_flags(args.rest), state["data"]
-    except (OSError, ValueError, KeyError, TypeError) as err:
-        raise UsageError(f"--resume: {path} is not a board's state ({err})") from None
-    differences = [f"--{k.replace('_', '-')} {now[k]} (was {before.get(k)})" for k in now if now[k] != before.get(k)]
-    if data != args.data:
-        differences.insert(0, f"--data {args.data} (was {data})")
-    if differences:
-        raise UsageError(f"--resume: board {state['board_id']} ran with other flags: {'; '.join(differences)}; "
-                         "resume it with the flags it started with")
-    return state
+    return resumed_series(out, STATE, "board", "data", args.data, args.rest, board_flags)
 
 
 def resumed_plans(plans: list[tuple[str, str, Plan]], state: dict[str, Any],
                   rest: list[str]) -> list[tuple[str, str, Plan]]:
     """The paused data set's plan is its study's own (plan.json), checked as ``study.tune --resume`` checks it."""
-    out = []
-    for label, item, plan in plans:
-        entry = state["runs"].get(label)
-        if entry is not None and not entry["done"]:
-            given = set(vars(study_parser(suppress=True).parse_args([*rest, "--data", item])))
-            plan = resumed(dataclasses.replace(plan, study_id=entry["study_id"], resume=True), given)
-        out.append((label, item, plan))
-    return out
+    return resume_paused(plans, state, lambda _, item: [*rest, "--data", item])
 
 
 # ---------------------------------------------------------------- the command line: the studies and the board
 
 
 def save_state(out: Path, state: dict[str, Any]) -> None:
-    paths.write_atomic(out / STATE, json.dumps(state, indent=1).encode(), "--out")
+    sweep_save_state(out, state, STATE)
 
 
 def _artifacts(plan: Plan) -> Path | None:

@@ -23,6 +23,7 @@ import dataclasses
 import json
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -138,43 +139,54 @@ def flag_values(rest: list[str]) -> dict[str, Any]:
     return {k: v for k, v in values.items() if k not in (*FREE_ON_RESUME, "resume", "ratio", "counts")}
 
 
-def resumed_state(out: Path, args: argparse.Namespace) -> dict[str, Any]:
-    """The paused sweep's state in ``out``, refused when its flags differ from these (each difference named)."""
-    path = out / STATE
+def resumed_series(out: Path, state_file: str, kind: str, items: str, given: Any, rest: list[str],
+                   flags_of: Callable[[list[str]], dict[str, Any]]) -> dict[str, Any]:
+    """A paused series' state (``kind`` sweep or board) in ``out``, refused when its flags differ from these (each
+    difference named); ``items`` names the flag and state key of what the series runs over (ratios, data)."""
+    path = out / state_file
     if not path.is_file():
-        raise UsageError(f"--resume: no sweep to resume in {out} (no {STATE}); start it without --resume")
+        raise UsageError(f"--resume: no {kind} to resume in {out} (no {state_file}); start it without --resume")
     try:
         state = json.loads(path.read_text(encoding="utf-8"))
-        before, now = flag_values(state["flags"]), flag_values(args.rest)
-        ratios = state["ratios"]
+        before, now, was = flags_of(state["flags"]), flags_of(rest), state[items]
     except (OSError, ValueError, KeyError, TypeError) as err:
-        raise UsageError(f"--resume: {path} is not a sweep's state ({err})") from None
+        raise UsageError(f"--resume: {path} is not a {kind}'s state ({err})") from None
     differences = [f"--{k.replace('_', '-')} {now[k]} (was {before.get(k)})" for k in now if now[k] != before.get(k)]
-    if ratios != args.ratios:
-        differences.insert(0, f"--ratios {args.ratios} (was {ratios})")
+    if was != given:
+        differences.insert(0, f"--{items} {given} (was {was})")
     if differences:
-        raise UsageError(f"--resume: sweep {state['sweep_id']} ran with other flags: {'; '.join(differences)}; "
+        raise UsageError(f"--resume: {kind} {state[f'{kind}_id']} ran with other flags: {'; '.join(differences)}; "
                          "resume it with the flags it started with")
     return state
 
 
-def resumed_plans(plans: list[tuple[str, float, Plan]], state: dict[str, Any],
-                  rest: list[str]) -> list[tuple[str, float, Plan]]:
-    """The paused ratio's plan is its study's own (plan.json), checked against the flags as ``study.tune --resume``
-    checks them; finished and new ratios keep theirs."""
+def resumed_state(out: Path, args: argparse.Namespace) -> dict[str, Any]:
+    """The paused sweep's state in ``out``, refused when its flags differ from these (each difference named)."""
+    return resumed_series(out, STATE, "sweep", "ratios", args.ratios, args.rest, flag_values)
+
+
+def resume_paused(plans: list[tuple[str, Any, Plan]], state: dict[str, Any],
+                  argv_of: Callable[[str, Any], list[str]]) -> list[tuple[str, Any, Plan]]:
+    """The paused study's plan is its own (plan.json), checked against the flags (``argv_of(label, item)``) as
+    ``study.tune --resume`` checks them; finished and new studies keep theirs."""
     out = []
-    for label, ratio, plan in plans:
+    for label, item, plan in plans:
         entry = state["runs"].get(label)
         if entry is not None and not entry["done"]:
-            argv = [*rest, "--ratio", label]
             plan = resumed(dataclasses.replace(plan, study_id=entry["study_id"], resume=True),
-                           set(vars(study_parser(suppress=True).parse_args(argv))))
-        out.append((label, ratio, plan))
+                           set(vars(study_parser(suppress=True).parse_args(argv_of(label, item)))))
+        out.append((label, item, plan))
     return out
 
 
-def save_state(out: Path, state: dict[str, Any]) -> None:
-    paths.write_atomic(out / STATE, json.dumps(state, indent=1).encode(), "--out")
+def resumed_plans(plans: list[tuple[str, float, Plan]], state: dict[str, Any],
+                  rest: list[str]) -> list[tuple[str, float, Plan]]:
+    """The paused ratio's plan is its study's own (plan.json); finished and new ratios keep theirs."""
+    return resume_paused(plans, state, lambda label, _: [*rest, "--ratio", label])
+
+
+def save_state(out: Path, state: dict[str, Any], state_file: str = STATE) -> None:
+    paths.write_atomic(out / state_file, json.dumps(state, indent=1).encode(), "--out")
 
 
 def run_ratio(label: str, ratio: float, plan: Plan, state: dict[str, Any], out: Path) -> int:
