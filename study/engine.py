@@ -38,6 +38,8 @@ from study.names import VAL_MACRO_F1
 from study.store import Tracker, numeric_metrics
 
 STATE_FILE = "per-approach-search.json"
+PENDING_VAR = "TUNE_MAX_PENDING_TRIALS_PG"
+USER_PENDING = os.environ.get(PENDING_VAR)  # the user's own setting wins over pending_trials'
 MAX_FAILURES = 6  # a trial restarts from its last checkpoint up to this many times (Ray counts across --resume;
 #                  the long chaos run lost a trial at 3: results/bench/chaos.md). User errors never retry (FatalStop).
 log = logging.getLogger(__name__)
@@ -691,6 +693,27 @@ def _run_config(s: TuneSetup, name: str, callbacks: list, stop: FatalStop) -> tu
     )
 
 
+def trial_slots(s: TuneSetup) -> int:
+    """How many trials run at once: ``--max-concurrent``, else what the cluster's CPUs (and GPUs) hold."""
+    if s.max_concurrent:
+        return s.max_concurrent
+    import ray
+
+    have = ray.cluster_resources()
+    slots = int(have.get("CPU", 1) // s.cpus) if s.cpus else 1
+    if s.gpus:
+        slots = min(slots, int(have.get("GPU", 0) // s.gpus))
+    return max(1, slots)
+
+
+def pending_trials(s: TuneSetup) -> None:
+    """Let Ray Tune queue a trial per slot. With a searcher and no ``max_concurrent_trials`` it keeps one trial
+    pending, and a trial shorter than a worker's start waits for the one before it: six 4 s trials took 24 s on
+    2 CPUs, 12 s with 2 pending (``benchmarks/bench_pending.py``)."""
+    if USER_PENDING is None:
+        os.environ[PENDING_VAR] = str(trial_slots(s))
+
+
 def _quiet_trial_logs(verbose: bool) -> None:
     quiet_worker()
     if not verbose:  # Ray's legacy reporter at verbosity 0 prints nothing: no configuration box, no hints into /tmp
@@ -717,6 +740,7 @@ def search(s: TuneSetup, name: str, searches: dict[str, Search], budget: Any, se
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # a "new study created" line per approach
     _quiet_trial_logs(s.verbose)
+    pending_trials(s)
     trainable, path = _with_resources(s), f"{s.storage}/{name}"
     expected = sum(x.trials for x in searches.values())
     if resume and tune.Tuner.can_restore(path):
@@ -755,6 +779,7 @@ def retrain(s: TuneSetup, name: str, configs: list[dict[str, Any]], epochs: int,
     ``keep_best``: each approach's best run keeps its checkpoints (its network is logged after the round).
     ``only_restore``: read back a finished round; nothing when its Tuner is not on the storage."""
     _quiet_trial_logs(s.verbose)
+    pending_trials(s)
     trainable, path = _with_resources(s), f"{s.storage}/{name}"
     if only_restore and not tune.Tuner.can_restore(path):
         return PhaseResult([])

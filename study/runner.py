@@ -154,13 +154,13 @@ def candidates(plan: Plan, outcomes: list) -> dict[str, list[dict[str, Any]]]:
 
 
 def race_configs(plan: Plan, ranked: dict[str, list[dict[str, Any]]]) -> list[dict[str, Any]]:
-    """The within-approach race: each approach's top candidates (when it has several) x the race seeds, on the
-    study split; validation alone decides."""
+    """The within-approach race: each approach's top candidates (when it has several: ``--confirm-top 1`` races
+    none) x the race seeds, on the study split; validation alone decides."""
     from study.engine import trial_seed
 
     return [{**config, "phase": "race", "race_seed": j, "config_rank": rank,
              "trial_seed": trial_seed(plan.seed, "race", j), "split_seed": plan.seed}
-            for j in range(plan.confirm.race_seeds) for approach, configs in ranked.items() if len(configs) > 1
+            for j in range(plan.confirm.race_seeds) for configs in ranked.values() if min(len(configs), plan.confirm.top) > 1
             for rank, config in enumerate(configs[: plan.confirm.top])]
 
 

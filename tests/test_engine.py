@@ -415,3 +415,24 @@ def test_signals_pause_through_rays_handler_inside_a_fit_and_raise_outside(monke
     signals.deferred = False
     with pytest.raises(Interrupted, match=r"interrupted \(exit 130\)"):
         signals.on_signal(signal.SIGINT, None)
+
+
+@pytest.mark.engine
+def test_ray_tune_may_queue_a_trial_per_slot(tmp_path, local_ray, monkeypatch) -> None:
+    """Ray keeps one trial pending behind a searcher, which runs trials shorter than a worker's start one by one."""
+    import dataclasses
+
+    from study import engine
+
+    setup = setup_for(tmp_path, ["a"])
+    monkeypatch.delenv(engine.PENDING_VAR, raising=False)
+    engine.pending_trials(setup)
+    assert os.environ[engine.PENDING_VAR] == "2"  # --max-concurrent 2
+    auto = dataclasses.replace(setup, max_concurrent=None, cpus=0.5)
+    assert engine.trial_slots(auto) == 4  # 2 CPUs / 0.5 each
+    assert engine.trial_slots(dataclasses.replace(auto, cpus=4)) == 1  # never none
+    assert engine.trial_slots(dataclasses.replace(auto, gpus=0.25)) == 1  # no GPU here: one at a time
+    monkeypatch.setattr(engine, "USER_PENDING", "7")  # the user's own setting stays
+    monkeypatch.setenv(engine.PENDING_VAR, "7")
+    engine.pending_trials(auto)
+    assert os.environ[engine.PENDING_VAR] == "7"

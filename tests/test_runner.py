@@ -94,6 +94,10 @@ def test_candidates_are_ranked_at_equal_length_per_approach() -> None:
     chosen, means = runner.choose(ranked, raced)
     assert chosen["baseline"]["trial"] == "b2" and chosen["baseline"]["config_rank"] == 1
     assert means["baseline"] == {"0": 0.5, "1": 0.9} and chosen["focal"]["trial"] == "f0"
+    one = plan_of("core", top=1)  # --confirm-top 1 (what --smoke sets): one candidate each, no race
+    assert runner.race_configs(one, runner.candidates(one, outcomes)) == []
+    # ranked at the highest rung one trial reached: b0 at epoch 6
+    assert runner.choose(runner.candidates(one, outcomes), [])[0]["baseline"]["trial"] == "b0"
 
 
 def test_round_configs_pair_seeds_across_approaches_on_their_own_splits() -> None:
