@@ -44,6 +44,7 @@ from study.stats import (
     paired_tests,
     test_sampling_error,
     verdict,
+    verdict_needs,
 )
 
 if TYPE_CHECKING:
@@ -65,7 +66,7 @@ COLUMNS = ("approach", "n_seeds", "config_rank",
            "test_macro_f1_mean", "test_macro_f1_sd", "test_macro_f1_ci_low", "test_macro_f1_ci_high",
            *(f"{m}_{s}" for m in SUMMARY_METRICS[1:] for s in ("mean", "ci_low", "ci_high")),
            "verdict", "p_better", "p_equivalent", "p_worse", "delta_vs_baseline", "delta_low", "delta_high",
-           "paired_seeds", "rope", "split_rho", "min_detectable_difference", "test_sampling_error",
+           "paired_seeds", "rope", "split_rho", "verdict_needs", "min_detectable_difference", "test_sampling_error",
            "p_ttest", "p_wilcoxon", "p_holm", "search_val_macro_f1", "best_epoch", "searched", "config")
 NAN = float("nan")
 
@@ -171,6 +172,7 @@ def _comparison(a: Approach, base: Approach, rope: float, rho: float, comparison
     return {"verdict": v.verdict, "p_better": v.p_better, "p_equivalent": v.p_equivalent, "p_worse": v.p_worse,
             "delta_vs_baseline": v.mean, "delta_low": v.low, "delta_high": v.high,
             "paired_seeds": " ".join(map(str, seeds)), "p_ttest": p_t, "p_wilcoxon": p_w,
+            "verdict_needs": verdict_needs(sd, len(seeds), rope, rho=rho),
             "min_detectable_difference": min_detectable_difference(sd, len(seeds), ALPHA, comparisons=comparisons)}
 
 
@@ -310,7 +312,9 @@ def claims(table: list[dict[str, Any]]) -> list[str]:
                  UNDECIDED: f"is **undecided at this budget** against {BASELINE}"}[r["verdict"]]
         lines.append(f"- {r['approach']} {words}: Δ {_delta(r)} test macro-F1 over {_seeds(r)} paired seeds; "
                      f"P(better) {_num(r['p_better'])}, P(equivalent) {_num(r['p_equivalent'])}, "
-                     f"P(worse) {_num(r['p_worse'])}.")
+                     f"P(worse) {_num(r['p_worse'])}"
+                     + (f"; a verdict needed |Δ| ≥ {_num(r['verdict_needs'])} at these seeds." if r["verdict"] == UNDECIDED
+                        else "."))
     return lines
 
 
@@ -376,13 +380,15 @@ def _verdict_table(table: list[dict[str, Any]]) -> list[str]:
     rope = ", ".join(sorted({f"±{r['rope']:g}" for r in compared}))
     rho = ", ".join(sorted({f"{r['split_rho']:.3g}" for r in compared}))
     cols = ["approach", "verdict", "P(better)", "P(equivalent)", "P(worse)", "Δ macro-F1 [95 % posterior]",
-            "paired seeds", "min. detectable Δ", "noise floor", "p t-test", "p Wilcoxon", "p Holm"]
+            "paired seeds", "|Δ| a verdict needs", "min. detectable Δ (t-test)", "noise floor", "p t-test", "p Wilcoxon", "p Holm"]
     lines = ["## Verdicts against `baseline`", "",
              f"Posterior of the mean paired difference (approach − {BASELINE}, over the seeds both ran): "
              f"Student-t with n−1 df, scale sd·√(1/n + ρ/(1−ρ)) (ρ = n_test/(n_test + n_train) = {rho}: "
              "Nadeau & Bengio's correction for overlapping resplits, 0 for one fixed split; it widens the posterior, "
              "so a verdict needs more seeds than the plain paired t-test beside it). Region of practical equivalence "
              f"{rope} macro-F1; a verdict needs posterior probability ≥ 0.95, else it is undecided at this budget. "
+             "|Δ| a verdict needs: the smallest mean difference called better (or worse) at those seeds and the "
+             "observed paired SD, correction included (what this budget could decide). "
              f"Minimum detectable Δ: the true difference a paired t-test at {ALPHA} / (comparisons) detects with 80 % "
              "power at those seeds and the observed paired SD (without the resplit correction). Noise floor: the "
              "standard error of macro-F1 from the test split's finite size alone (bootstrap over its images). The "
@@ -391,7 +397,8 @@ def _verdict_table(table: list[dict[str, Any]]) -> list[str]:
              "| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     for r in compared:
         cells = [r["approach"], r["verdict"], _num(r["p_better"]), _num(r["p_equivalent"]), _num(r["p_worse"]),
-                 _delta(r), f"{_seeds(r)} ({r['paired_seeds'] or '–'})", _num(r["min_detectable_difference"]),
+                 _delta(r), f"{_seeds(r)} ({r['paired_seeds'] or '–'})", _num(r["verdict_needs"]),
+                 _num(r["min_detectable_difference"]),
                  _num(r["test_sampling_error"]), _p(r["p_ttest"]), _p(r["p_wilcoxon"]), _p(r["p_holm"])]
         lines.append("| " + " | ".join(cells) + " |")
     return lines + [""]

@@ -6,7 +6,7 @@ difference with a region of practical equivalence (:func:`verdict`); the race th
 seeds to spend is :func:`race_open`. Beside it: seed intervals (:func:`t_interval`, and
 :func:`bounded_interval` for metrics with a bound), the paired t-test and Wilcoxon with Holm's
 correction (for reference), a two-level (seeds, then images) bootstrap, the minimum detectable
-difference and the test split's own sampling error. scipy does the distributions; Holm's step-down
+difference, the difference a verdict needs and the test split's own sampling error. scipy does the distributions; Holm's step-down
 (scipy's ``false_discovery_control`` is Benjamini-Hochberg) is written out.
 
 Degenerate inputs give NaN, never an exception or a made-up number: an interval from one value,
@@ -136,6 +136,18 @@ def verdict(diffs: Sequence[float], rope: float = 0.02, threshold: float = 0.95,
     word = next((w for w, p in ((BETTER, better), (WORSE, worse), (EQUIVALENT, equivalent)) if p >= threshold),
                 UNDECIDED)
     return Verdict(word, better, equivalent, worse, mean, low, high, n, rope, rho)
+
+
+def verdict_needs(sd_paired: float, n: int, rope: float = 0.02, threshold: float = 0.95, rho: float = 0.0) -> float:
+    """The smallest mean paired difference (in absolute value) that :func:`verdict` calls better (or worse) at
+    ``n`` pairs with this paired SD: rope + t(threshold, n-1) * sd * sqrt(1/n + rho/(1-rho)). What a budget could
+    decide, in the verdict's own terms (the resplit correction included). Fewer than 2 pairs: inf; sd 0: rope."""
+    _check_decision(rope, threshold, rho)
+    if math.isnan(sd_paired):
+        return NAN
+    if n < 2:
+        return math.inf
+    return rope + float(special.stdtrit(n - 1, threshold)) * sd_paired * math.sqrt(1 / n + rho / (1 - rho))
 
 
 def race_open(diffs: Sequence[float], min_seeds: int, max_seeds: int, rope: float = 0.02,

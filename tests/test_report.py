@@ -174,6 +174,7 @@ def test_summary_csv_holds_the_verdict_by_hand(study, written):
         word = "better" if better >= 0.95 else "worse" if worse >= 0.95 else (
             "practically equivalent" if 1 - better - worse >= 0.95 else "undecided at this budget")
         assert row["verdict"] == word
+        assert float(row["verdict_needs"]) == pytest.approx(0.03 + stats.t.ppf(0.95, 4) * scale)
         mdd = float(row["min_detectable_difference"])  # 2 comparisons: level 0.025
         nc = mdd * math.sqrt(5) / d.std(ddof=1)
         assert stats.nct.sf(stats.t.ppf(1 - 0.0125, 4), 4, nc) == pytest.approx(0.8, abs=0.01)
@@ -194,7 +195,7 @@ def test_summary_md_states_verdicts_budget_and_noise_floor(written):
     assert f"- focal is **better** than baseline: Δ {float(focal['delta_vs_baseline']):+.3f}" in md
     assert f"| focal | better | {float(focal['p_better']):.3f} |" in md
     mdd, floor = float(focal["min_detectable_difference"]), float(focal["test_sampling_error"])
-    assert f"| 5 (0 1 2 3 4) | {mdd:.3f} | {floor:.3f} |" in md
+    assert f"| 5 (0 1 2 3 4) | {float(focal['verdict_needs']):.3f} | {mdd:.3f} | {floor:.3f} |" in md
     assert "Region of practical equivalence ±0.03" in md and "ρ = n_test/(n_test + n_train) = 0.1" in md
     assert "for reference only: nominal only under a fixed seed count" in md
     assert f"- class_weight is **{table['class_weight']['verdict']}" in md

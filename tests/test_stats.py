@@ -25,6 +25,7 @@ from study.stats import (
     test_sampling_error,
     two_level_bootstrap,
     verdict,
+    verdict_needs,
 )
 
 SCORES = [0.712, 0.698, 0.731, 0.705, 0.690]
@@ -230,6 +231,22 @@ def test_two_level_bootstrap_false_separation_rate_under_a_null(seed_sd):
         _, low, high = two_level_bootstrap(ys, a, b, n_boot=500, seed=r)  # 500: keeps the test under 10 s
         separated += low > 0 or high < 0
     assert separated / 400 <= 0.07
+
+
+def test_verdict_needs_is_where_the_verdict_turns():
+    """Paired differences with a fixed SD, shifted to just above / below the returned |Δ|: better / undecided."""
+    base = np.array([-1.0, 0.0, 1.0, 0.5, -0.5, 0.0])
+    d = base / base.std(ddof=1) * 0.03  # sd exactly 0.03
+    for rho in (0.0, 0.28):
+        need = verdict_needs(0.03, 6, rope=0.02, rho=rho)
+        assert need == pytest.approx(0.02 + stats.t.ppf(0.95, 5) * 0.03 * math.sqrt(1 / 6 + rho / (1 - rho)))
+        assert verdict(d + need + 1e-9, 0.02, rho=rho).verdict == "better"
+        assert verdict(d + need - 1e-6, 0.02, rho=rho).verdict == "undecided at this budget"
+        assert verdict(d - need - 1e-9, 0.02, rho=rho).verdict == "worse"
+    # with the resplit correction more seeds help less: 12 seeds need 88 % of what 6 do, 80 % on one fixed split
+    assert verdict_needs(0.03, 12, rho=0.28) / verdict_needs(0.03, 6, rho=0.28) == pytest.approx(0.877, abs=0.002)
+    assert verdict_needs(0.03, 12) / verdict_needs(0.03, 6) == pytest.approx(0.797, abs=0.002)
+    assert verdict_needs(0.03, 1) == math.inf and verdict_needs(0.0, 5, rope=0.02) == 0.02
 
 
 def test_min_detectable_difference_has_its_power():
