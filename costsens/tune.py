@@ -78,21 +78,32 @@ def checked(argv: Sequence[str]) -> tuple[argparse.Namespace, tabular.Table]:
 
 class Pause:
     """SIGINT and SIGTERM stop the study: SIGTERM raises KeyboardInterrupt as SIGINT does (an ignored SIGINT, a
-    background job's, stays ignored); after :meth:`defer` (the finish, the clean-up) a signal is only recorded."""
+    background job's, stays ignored); after :meth:`defer` (the finish, the clean-up) a signal is only recorded.
+    Inside ``Tuner.fit`` (``in_fit``) the signal goes to the handler Ray Tune keeps on SIGUSR1, which ends the fit
+    cleanly, and :func:`fit` raises after it: a KeyboardInterrupt raised in the middle of Ray's own code could
+    leave the driver hanging (a SIGINT test timed out on a loaded machine)."""
 
     def __init__(self) -> None:
         self.signum: int | None = None
         self.deferring = False
+        self.in_fit = False
         self._previous = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
 
     def _on_signal(self, signum: int, frame: Any) -> None:
         self.signum = self.signum or signum
-        if not self.deferring:
-            raise KeyboardInterrupt
+        if self.deferring:
+            return
+        ray_handler = signal.getsignal(signal.SIGUSR1) if self.in_fit else None
+        if callable(ray_handler):  # set once the fit's loop starts
+            ray_handler(signal.SIGUSR1, frame)
+            return
+        raise KeyboardInterrupt
 
     def install(self) -> None:
-        """Handle SIGTERM (again after ``ray.init``, which sets a handler that exits)."""
+        """Handle SIGTERM and SIGINT (again after ``ray.init``, which sets a SIGTERM handler that exits)."""
         signal.signal(signal.SIGTERM, self._on_signal)
+        if self._previous[signal.SIGINT] is not signal.SIG_IGN:
+            signal.signal(signal.SIGINT, self._on_signal)
 
     def defer(self) -> None:
         self.deferring = True
@@ -213,13 +224,21 @@ def fit(args: argparse.Namespace, table: tabular.Table, study_id: str, pause: An
     ray.init(address="local", include_dashboard=False, logging_level="WARNING", log_to_driver=False)
     try:
         pause.install()  # ray.init replaced the SIGTERM handler with one that exits
-        return tune.Tuner(
+        tuner = tune.Tuner(
             tune.with_parameters(matrix_trial, table=table),
             param_space={"kind": tune.grid_search(kinds_of(table)), "matrix_seed": tune.randint(0, 2**31 - 1),
                          "seed": args.seed, "repetitions": args.repetitions, "dataset": table.name},
             tune_config=tune.TuneConfig(num_samples=args.num_samples),
             run_config=tune.RunConfig(name=study_id, storage_path=str(args.storage_path), verbose=1),
-        ).fit()
+        )
+        pause.in_fit = True
+        try:
+            grid = tuner.fit()
+        finally:
+            pause.in_fit = False
+        if pause.signum is not None:
+            raise KeyboardInterrupt  # the fit ended because of the signal
+        return grid
     finally:
         ray.shutdown()
 

@@ -70,7 +70,9 @@ def setup(tmp_path: Path, gpus: float):
                      checkpoint_file="state.pt", verbose=False)
 
 
-@pytest.mark.parametrize("gpus, at_once", [(0.25, 4), (0.5, 2), (1.0, 1)])
+# make test packs four trials on the GPU; the half and whole GPU cases (40 s) run in make test-slow
+@pytest.mark.parametrize("gpus, at_once", [(0.25, 4), pytest.param(0.5, 2, marks=pytest.mark.slow),
+                                           pytest.param(1.0, 1, marks=pytest.mark.slow)])
 def test_trials_pack_on_a_gpu_by_their_share(tmp_path: Path, gpu_cluster, gpus: float, at_once: int) -> None:
     from study import engine
 
