@@ -217,7 +217,9 @@ def drive(cfg: Config, work: Path, args: list[str], killer: Killer, start: float
             raise RuntimeError(f"no driver finished within {cfg.deadline:.0f} s")
         log = open(work / f"driver-{len(tally.exits)}.log", "w")
         proc = subprocess.Popen([sys.executable, "-m", "study.tune", *args, *(["--resume"] if resume else [])],
-                                cwd=work, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+                                cwd=work, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+                                # its SIGINT is a pause even when this runs as a background job (SIGINT ignored)
+                                preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
         tally.log(f"driver {len(tally.exits)} started{' (--resume)' if resume else ''}", start)
         event = events.pop(0) if events else None
         if event:

@@ -219,11 +219,12 @@ def test_sigkilled_study_resumes_without_duplicates(tmp_path: Path, storage: str
 
 
 def _start(tmp_path: Path, args: list[str], ignore_sigint: bool = False) -> subprocess.Popen:
-    def ignore() -> None:
-        signal.signal(signal.SIGINT, signal.SIG_IGN)  # a background job's Ctrl-C stays ignored
+    def sigint() -> None:  # a background job's Ctrl-C stays ignored; a foreground driver's is a pause, even when
+        # pytest itself runs as a background job (nohup make test &), whose SIGINT its children would inherit ignored
+        signal.signal(signal.SIGINT, signal.SIG_IGN if ignore_sigint else signal.SIG_DFL)
 
     return subprocess.Popen([sys.executable, "-m", "study.tune", *args], cwd=tmp_path, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, preexec_fn=ignore if ignore_sigint else None)
+                            stderr=subprocess.PIPE, text=True, preexec_fn=sigint)
 
 
 def _signal_when(proc: subprocess.Popen, c: MlflowClient, experiment: str, phase: str, signum: int) -> tuple[str, str]:
