@@ -80,8 +80,8 @@ class Pause:
     """SIGINT and SIGTERM stop the study: SIGTERM raises KeyboardInterrupt as SIGINT does (an ignored SIGINT, a
     background job's, stays ignored); after :meth:`defer` (the finish, the clean-up) a signal is only recorded.
     Inside ``Tuner.fit`` (``in_fit``) the signal goes to the handler Ray Tune keeps on SIGUSR1, which ends the fit
-    cleanly, and :func:`fit` raises after it: a KeyboardInterrupt raised in the middle of Ray's own code could
-    leave the driver hanging (a SIGINT test timed out on a loaded machine)."""
+    through Ray's own stop, and :func:`fit` raises after it, as ``study.tune``'s interrupts do, instead of an
+    exception raised wherever Ray's loop happens to be."""
 
     def __init__(self) -> None:
         self.signum: int | None = None

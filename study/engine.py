@@ -708,8 +708,8 @@ def trial_slots(s: TuneSetup) -> int:
 
 def pending_trials(s: TuneSetup) -> None:
     """Let Ray Tune queue a trial per slot. With a searcher and no ``max_concurrent_trials`` it keeps one trial
-    pending, and a trial shorter than a worker's start waits for the one before it: six 4 s trials took 24 s on
-    2 CPUs, 12 s with 2 pending (``benchmarks/bench_pending.py``)."""
+    pending, and a trial shorter than a worker's start waits for the one before it: eight 3 s trials took 28.2 s
+    on 2 CPUs, 17.5 s with 2 pending (``results/bench/pending.md``)."""
     if USER_PENDING is None:
         os.environ[PENDING_VAR] = str(trial_slots(s))
 
