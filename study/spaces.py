@@ -202,14 +202,13 @@ def _check_name(name: Any, where: str) -> None:
                          f"'{name[:20]}...'")
 
 
-class _NoAliasLoader(yaml.SafeLoader):
-    """PyYAML's safe loader without aliases: an alias bomb (a billion laughs) is refused, never expanded."""
-
-    def compose_node(self, parent: Any, index: Any) -> Any:
-        if self.check_event(yaml.AliasEvent):
+def _refuse_aliases(text: str) -> None:
+    """An alias (``*name``) could expand a few lines into gigabytes (a billion laughs): refused from the event
+    stream, before anything is composed or expanded."""
+    for event in yaml.parse(text, Loader=yaml.SafeLoader):
+        if isinstance(event, yaml.AliasEvent):
             raise yaml.composer.ComposerError(None, None, "aliases (*name) are not allowed in a space file",
-                                              self.peek_event().start_mark)
-        return super().compose_node(parent, index)
+                                              event.start_mark)
 
 
 def _read(name: str, directory: Path | None) -> dict[str, Any]:
@@ -220,7 +219,8 @@ def _read(name: str, directory: Path | None) -> dict[str, Any]:
         raise SpaceError(f"unknown space '{name}'; choose one of: {', '.join(available(directory))}")
     text = read_text(path, MAX_SPACE_BYTES, SpaceError, path.name)  # stat first: a FIFO or device never hangs
     try:
-        doc = yaml.load(text, Loader=_NoAliasLoader)  # noqa: S506 - a SafeLoader subclass
+        _refuse_aliases(text)
+        doc = yaml.safe_load(text)
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f" line {mark.line + 1}" if mark else ""
