@@ -42,7 +42,8 @@ RATIO_OUTPUTS = ("summary.csv", "summary.md", "comparison.png")  # what each rat
 FREE_ON_RESUME = ("cpus_per_trial", "gpus_per_trial", "max_concurrent", "address", "verbose")
 FIELDS = ("ratio", "imbalance", "approach", "n_seeds", "test_macro_f1_mean", "test_macro_f1_ci_low",
           "test_macro_f1_ci_high", "test_minority_recall_mean", "test_minority_recall_ci_low",
-          "test_minority_recall_ci_high", "study_id")
+          "test_minority_recall_ci_high", "delta_vs_baseline", "delta_low", "delta_high", "verdict", "verdict_needs",
+          "study_id")
 
 
 def parse_ratios(value: str) -> list[tuple[str, float]]:
@@ -92,16 +93,22 @@ def write_outputs(rows: list[dict[str, str]], out: Path, command: str) -> None:
     fig.savefig(out / "sweep.png", dpi=110)
     plt.close(fig)
     lines = [f"# Imbalance sweep\n\nCommand: `{command}`\n",
-             "Test figures: mean [95 % t-interval] over each ratio's confirmation seeds; the same validation and test "
-             "splits at every ratio. Per-ratio tables with paired tests: `ratio-*/summary.md`.\n",
-             "| ratio | approach | seeds | test macro-F1 | 95 % CI | minority recall | 95 % CI |",
-             "|---|---|---|---|---|---|---|"]
+             "Test figures: mean [95 % t-interval] over each ratio's confirmation seeds; Δ vs baseline: mean paired "
+             "difference in test macro-F1 [95 % posterior] and the verdict at that ratio, with the |Δ| a verdict "
+             "needed at those seeds. Per-ratio tables: `ratio-*/summary.md`.\n",
+             "| ratio | approach | seeds | test macro-F1 | 95 % CI | minority recall | 95 % CI | Δ vs baseline "
+             "[95 % posterior] | verdict | |Δ| needed |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     fmt = lambda v: f"{num(v):.3f}" if v not in ("", None) else "–"  # noqa: E731
+    sfmt = lambda v: f"{num(v):+.3f}" if v not in ("", None) else "–"  # noqa: E731
     for r in rows:
+        delta = (f"{sfmt(r['delta_vs_baseline'])} [{sfmt(r['delta_low'])}, {sfmt(r['delta_high'])}]"
+                 if r.get("delta_vs_baseline") not in ("", None) else "–")
         lines.append(f"| {r['ratio']} | {r['approach']} | {r['n_seeds']} | {fmt(r['test_macro_f1_mean'])} | "
                      f"[{fmt(r['test_macro_f1_ci_low'])}, {fmt(r['test_macro_f1_ci_high'])}] | "
                      f"{fmt(r['test_minority_recall_mean'])} | [{fmt(r['test_minority_recall_ci_low'])}, "
-                     f"{fmt(r['test_minority_recall_ci_high'])}] |")
+                     f"{fmt(r['test_minority_recall_ci_high'])}] | {delta} | {r.get('verdict') or '–'} | "
+                     f"{fmt(r.get('verdict_needs'))} |")
     lines.append("\n![sweep](sweep.png)\n")
     (out / "summary.md").write_text("\n".join(lines))
 

@@ -192,3 +192,22 @@ def test_resume_with_other_flags_is_refused_naming_each(studies, capsys, tmp_pat
     _one_error_line(capsys, r"--resume: sweep sweep-\S+ ran with other flags: --ratios 1:2,1:4 \(was 1:2,1:8\); "
                             r"--max-epochs 3 \(was None\); resume it with the flags it started with$")
     assert (tmp_path / "results" / "sweep" / "sweep.json").read_text() == state and len(calls) == 1
+
+
+def test_the_sweep_table_carries_each_ratios_verdict(tmp_path) -> None:
+    ratio_csv = tmp_path / "summary.csv"
+    with open(ratio_csv, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=["approach", "n_seeds", "test_macro_f1_mean", "delta_vs_baseline",
+                                               "delta_low", "delta_high", "verdict", "verdict_needs", "config"])
+        writer.writeheader()
+        writer.writerow({"approach": "baseline", "n_seeds": "6", "test_macro_f1_mean": "0.8"})
+        writer.writerow({"approach": "focal", "n_seeds": "4", "test_macro_f1_mean": "0.9", "delta_vs_baseline": "0.1",
+                         "delta_low": "0.04", "delta_high": "0.16", "verdict": "better", "verdict_needs": "0.07"})
+    rows = sweep.rows_of(ratio_csv, "1:22", 1 / 22, "s-1")
+    assert rows[1]["verdict"] == "better" and rows[1]["imbalance"] == "22" and "config" not in rows[1]
+    sweep.write_outputs(rows, tmp_path / "out", "python -m study.sweep ...")
+    table = (tmp_path / "out" / "summary.md").read_text()
+    assert "| 1:22 | focal | 4 | 0.900 | [–, –] | – | [–, –] | +0.100 [+0.040, +0.160] | better | 0.070 |" in table
+    assert "| 1:22 | baseline | 6 | 0.800 | [–, –] | – | [–, –] | – | – | – |" in table
+    with open(tmp_path / "out" / "summary.csv", newline="") as f:
+        assert [r["verdict"] for r in csv.DictReader(f)] == ["", "better"]
