@@ -380,7 +380,7 @@ def _verdict_table(table: list[dict[str, Any]]) -> list[str]:
     rope = ", ".join(sorted({f"±{r['rope']:g}" for r in compared}))
     rho = ", ".join(sorted({f"{r['split_rho']:.3g}" for r in compared}))
     cols = ["approach", "verdict", "P(better)", "P(equivalent)", "P(worse)", "Δ macro-F1 [95 % posterior]",
-            "paired seeds", "|Δ| a verdict needs", "min. detectable Δ (t-test)", "noise floor", "p t-test", "p Wilcoxon",
+            "paired seeds", "\\|Δ\\| a verdict needs", "min. detectable Δ (t-test)", "noise floor", "p t-test", "p Wilcoxon",
             "p Holm"]
     lines = ["## Verdicts against `baseline`", "",
              f"Posterior of the mean paired difference (approach − {BASELINE}, over the seeds both ran): "

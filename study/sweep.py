@@ -97,7 +97,7 @@ def write_outputs(rows: list[dict[str, str]], out: Path, command: str) -> None:
              "difference in test macro-F1 [95 % posterior] and the verdict at that ratio, with the |Δ| a verdict "
              "needed at those seeds. Per-ratio tables: `ratio-*/summary.md`.\n",
              "| ratio | approach | seeds | test macro-F1 | 95 % CI | minority recall | 95 % CI | Δ vs baseline "
-             "[95 % posterior] | verdict | |Δ| needed |",
+             "[95 % posterior] | verdict | \\|Δ\\| needed |",
              "|---|---|---|---|---|---|---|---|---|---|"]
     fmt = lambda v: f"{num(v):.3f}" if v not in ("", None) else "–"  # noqa: E731
     sfmt = lambda v: f"{num(v):+.3f}" if v not in ("", None) else "–"  # noqa: E731
