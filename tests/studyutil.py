@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+import signal
 import socket
 import subprocess
 import sys
@@ -44,3 +46,13 @@ def check_paper_constraints(cm, counts: list[int], n: float) -> None:
     assert (cm == 1.0).any()  # at least one entry equal to 1
     assert cm[s, big] == cm.max()  # smallest -> largest: the costliest
     assert cm[big, s] == cm[off].min()  # largest -> smallest: the cheapest off-diagonal
+
+
+def _set_sigint(handler: signal.Handlers) -> None:
+    signal.signal(signal.SIGINT, handler)
+
+
+def sigint_preexec(ignore: bool):
+    """A driver's ``preexec_fn``: SIGINT ignored, as a shell does for a background job, or at its default, a
+    foreground driver's, even when pytest itself runs as a background job and its children would inherit it ignored."""
+    return functools.partial(_set_sigint, signal.SIG_IGN if ignore else signal.SIG_DFL)

