@@ -3,6 +3,7 @@
     .venv/bin/python benchmarks/bench_scale.py                  # 100 and 1,000 trials, SQLite and an MLflow server
     .venv/bin/python benchmarks/bench_scale.py --big            # and 10,000 (hours on 2 cores)
     .venv/bin/python benchmarks/bench_scale.py --sizes 8 --stores sqlite --out /tmp/b   # a smoke run
+    .venv/bin/python benchmarks/bench_scale.py --render --findings reading.md    # scale.md again, with a reading
 
 Each size runs plain Ray Tune (one OptunaSearch with TPE over every approach, one ASHA, no callbacks) and then
 our engine (``study.engine.search``: an Optuna TPE search and an ASHA per approach, checkpoint pruning, the MLflow
@@ -363,10 +364,19 @@ def main() -> int:
     ap.add_argument("--profile", action="store_true", help="cProfile our driver; the text goes beside the report")
     ap.add_argument("--note", default="", help="a sentence for the report (e.g. how busy the machine was)")
     ap.add_argument("--out", type=Path, default=OUT)
+    ap.add_argument("--findings", type=Path, help="a markdown file: the reading of the figures, after the tables")
+    ap.add_argument("--render", action="store_true", help="rewrite scale.md from --out's scale.json (and --findings)")
     ap.add_argument("--one", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.one:
         print(json.dumps(one_run(json.loads(args.one))), flush=True)
+        return 0
+    findings = args.findings.read_text().splitlines() if args.findings else None
+    if args.render:
+        figures = json.loads((args.out / "scale.json").read_text())
+        if findings is not None:
+            figures["findings"] = findings
+        write(figures, args.out)
         return 0
     sizes = [int(n) for n in args.sizes.split(",")] + ([10_000] if args.big else [])
     stores = [s for s in args.stores.split(",") if s]
@@ -377,7 +387,7 @@ def main() -> int:
     scratch = Path(tempfile.mkdtemp(prefix="bench-scale-"))
     figures = {"command": "python benchmarks/bench_scale.py " + " ".join(sys.argv[1:]), "when": started,
                "machine": f"{os.cpu_count()} CPUs ({os.uname().nodename})", "epochs": args.epochs, "sleep_s": args.sleep_s,
-               "slots": SLOTS, "approaches": APPROACHES, "note": args.note, "runs": runs}
+               "slots": SLOTS, "approaches": APPROACHES, "note": args.note, "runs": runs, "findings": findings or []}
     try:
         for size in sizes:
             for mode, store in [("plain", "none")] + [("ours", s) for s in stores]:
@@ -389,12 +399,12 @@ def main() -> int:
     return 0
 
 
-def write(figures: dict[str, Any], out: Path, scratch: Path) -> None:
+def write(figures: dict[str, Any], out: Path, scratch: Path | None = None) -> None:
     figures["summary"] = summarise(figures["runs"])
     out.mkdir(parents=True, exist_ok=True)
     (out / "scale.json").write_text(json.dumps(figures, indent=1) + "\n")
     (out / "scale.md").write_text(markdown(figures))
-    for profile in scratch.glob("profile-*.txt"):
+    for profile in scratch.glob("profile-*.txt") if scratch else []:
         (out / f"scale-{profile.name}").write_text(profile.read_text())
 
 

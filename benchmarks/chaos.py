@@ -368,8 +368,8 @@ def markdown(cfg: Config, tally: Tally, checks: dict[str, Any], wall: float, arg
              f"| kills in total | {kills} |", f"| `--resume` runs | {tally.resumes} |",
              f"| driver exit codes in turn | {', '.join(map(str, tally.exits))} |", f"| wall time | {wall:.0f} s |", "",
              "## Checks", "", "| check | result | detail |", "|---|---|---|"]
-    lines += [f"| {k} | {'pass' if ok else '**FAIL**'} | {str(d).replace('|', '/')} |"
-              for k, (ok, d) in checks.items() if not k.startswith("_")]
+    lines += [f"| {k} | {'pass' if v[0] else '**FAIL**'} | {str(v[1]).replace('|', '/')} |"
+              for k, v in checks.items() if not k.startswith("_")]
     lines += ["", f"Run statuses (phase:status): {json.dumps(checks.get('_statuses', {}), sort_keys=True)}", "",
               "## Events", "", "```", *tally.events, "```", ""]
     return "\n".join(lines)

@@ -4,7 +4,8 @@
   own ASHA (side by side: one ASHA across approaches would kill slow starters; one Tuner per
   approach leaves slots idle at each approach's end).
 - ``confirm`` retrains given configurations for the full budget, no early stopping.
-- Tune callbacks: MLflow child runs (through ``study.store``), checkpoint pruning, a status line.
+- Tune callbacks: MLflow child runs (through ``study.store``), checkpoint pruning, a restore from a kept
+  checkpoint when the latest is gone, a status line.
 
 What leaves this module is plain data (:class:`Outcome`), never a Ray object; the parts that lean on
 Ray internals (the experiment snapshot's format, ``trial.storage``, the Searcher base class) are
@@ -309,8 +310,22 @@ class PerApproachSearch(Searcher):
         self.suggested, self.owner, self.told = Counter(state["suggested"]), state["owner"], state.get("told", {})
 
 
+VAL_BRIER = "val_brier"
+TIE_BREAK = 1e-6  # times the Brier score (0 to 2): far below any macro-F1 step on a validation split
+
+
+def tie_broken(result: dict) -> dict:
+    """The result as ASHA ranks it: validation macro-F1, ties to the lower validation Brier score. Early rungs of an
+    imbalanced study tie (every trial answers the majority class: macro-F1 equal), and ASHA stops only a trial
+    strictly below its rung's cutoff, so without this it stopped none there (results/bench/vs_tutorial.md)."""
+    if VAL_MACRO_F1 not in result or VAL_BRIER not in result:
+        return result
+    return {**result, VAL_MACRO_F1: result[VAL_MACRO_F1] - TIE_BREAK * result[VAL_BRIER]}
+
+
 class PerApproachScheduler(FIFOScheduler):
-    """Hands each trial's events to its approach's scheduler; trials start in submission order."""
+    """Hands each trial's events to its approach's scheduler (results as ``tie_broken``); trials start in
+    submission order."""
 
     def __init__(self, schedulers: dict[str, TrialScheduler], metric: str) -> None:
         super().__init__()
@@ -329,10 +344,10 @@ class PerApproachScheduler(FIFOScheduler):
         self._of(trial).on_trial_error(tune_controller, trial)
 
     def on_trial_result(self, tune_controller: Any, trial: Any, result: dict) -> str:
-        return self._of(trial).on_trial_result(tune_controller, trial, result)
+        return self._of(trial).on_trial_result(tune_controller, trial, tie_broken(result))
 
     def on_trial_complete(self, tune_controller: Any, trial: Any, result: dict) -> None:
-        self._of(trial).on_trial_complete(tune_controller, trial, result)
+        self._of(trial).on_trial_complete(tune_controller, trial, tie_broken(result) if result else result)
 
     def on_trial_remove(self, tune_controller: Any, trial: Any) -> None:
         self._of(trial).on_trial_remove(tune_controller, trial)
@@ -490,6 +505,49 @@ class KeepBestCheckpoints(tune.Callback):
                 except OSError as err:  # a storage hiccup costs disk space, never the study
                     log.warning("could not delete the checkpoints of trial %s: %s", trial.trial_id, err)
                 self.losers.discard(trial.trial_id)
+
+
+def exists(checkpoint: Any) -> bool:
+    return checkpoint.filesystem.get_file_info(checkpoint.path).type != pyarrow.fs.FileType.NotFound
+
+
+def restore_from_kept(trial: Any) -> bool:
+    """Point a trial whose latest checkpoint is gone at the newest of its kept ones still on the storage (none:
+    from scratch); whether it changed anything. Ray deletes a checkpoint that falls out of ``num_to_keep`` as soon
+    as a better one comes, while the experiment snapshot a resumed study starts from may still name it: the trial
+    then failed to restore on every retry until ``max_failures`` (the long chaos run, results/bench/chaos.md).
+    MLflow keeps each epoch once (``Tracker.log_epoch``), so the epochs run again are not written twice."""
+    manager = trial.run_metadata.checkpoint_manager
+    latest = manager.latest_checkpoint_result
+    if latest is None or latest.checkpoint is None or exists(latest.checkpoint):
+        return False
+    kept = [r for r in manager._checkpoint_results if r.checkpoint is not None and exists(r.checkpoint)]
+    manager._checkpoint_results = kept
+    manager._latest_checkpoint_result = max(kept, key=lambda r: r.metrics.get("training_iteration", 0), default=None)
+    log.warning("trial %s: its latest checkpoint %s is gone; restoring from %s", trial.trial_id, latest.checkpoint.path,
+                manager._latest_checkpoint_result.checkpoint.path if kept else "scratch")
+    return True
+
+
+class RestoreFromKept(tune.Callback):
+    """``restore_from_kept`` for every trial of a resumed study before it restarts, and for a failed trial
+    before its retry."""
+
+    def __init__(self) -> None:
+        self.looked = False
+
+    def on_step_begin(self, iteration: int, trials: list, **info: Any) -> None:
+        if not self.looked:  # the trials of the snapshot a resumed study started from: once per driver
+            self.looked = True
+            for trial in trials:
+                if trial.status in ("PENDING", "ERROR", "PAUSED"):
+                    restore_from_kept(trial)
+
+    def on_trial_recover(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        restore_from_kept(trial)
+
+    def __getstate__(self) -> dict[str, Any]:  # pickled with the experiment state: a resumed driver looks again
+        return {"looked": False}
 
 
 # ---------------------------------------------------------------- MLflow child runs and the status line
@@ -757,7 +815,7 @@ def search(s: TuneSetup, name: str, searches: dict[str, Search], budget: Any, se
                                              max_t=budget.epochs, grace_period=min(budget.grace_period, budget.epochs),
                                              reduction_factor=budget.reduction_factor)
     callbacks = [MLflowCallback(s.trackers[a], budget.epochs, "search") for a in searches]
-    callbacks += [KeepBestCheckpoints()] + ([] if s.verbose else [StatusLine("search")])
+    callbacks += [KeepBestCheckpoints(), RestoreFromKept()] + ([] if s.verbose else [StatusLine("search")])
     counts = {a: x.trials for a, x in searches.items()}
     searcher = PerApproachSearch(searchers, counts, VAL_MACRO_F1, "max", seed,
                                  tell_epoch=min(budget.grace_period, budget.epochs))
@@ -788,7 +846,7 @@ def retrain(s: TuneSetup, name: str, configs: list[dict[str, Any]], epochs: int,
     approaches = list(dict.fromkeys(c["approach"] for c in configs))
     phase = configs[0]["phase"] if configs else "confirm"
     callbacks = [MLflowCallback(s.trackers[a], epochs, phase) for a in approaches]
-    callbacks += [KeepBestCheckpoints(keep_best=keep_best)] + ([] if s.verbose else [StatusLine(name)])
+    callbacks += [KeepBestCheckpoints(keep_best=keep_best), RestoreFromKept()] + ([] if s.verbose else [StatusLine(name)])
     stop = FatalStop()
     tuner = tune.Tuner(
         trainable,

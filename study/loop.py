@@ -213,6 +213,7 @@ def recalibrate_bn(
     batch_size: int,
     device: torch.device,
     augment_mask: torch.Tensor | None = None,
+    at_most: int | None = None,
 ) -> None:
     """Recompute the running statistics of ``trained_batchnorms`` over ``images`` with the weights fixed.
 
@@ -222,15 +223,18 @@ def recalibrate_bn(
     their transferred statistics (the layers after them learned on those). ``augment_mask``: flagged images are
     augmented as in training, from a fixed seed (the trial's generator is not touched). Batches are near-equal
     in size (exactly equal: the running mean is the set's mean); the running variance is the mean of batch variances.
-    Each module's mode and momentum are restored; a model without BatchNorm is left alone.
+    Each module's mode and momentum are restored; a model without BatchNorm is left alone. ``at_most``: a fixed
+    random subset of that many images instead of all (the pass then costs a fraction of an epoch).
     """
     layers = trained_batchnorms(model)
     if not layers or len(images) == 0:
         return
     if augment_mask is not None and not bool(augment_mask.any()):
         augment_mask = None
-    n, amp = len(images), autocast(device)
-    order = torch.randperm(n, generator=torch.Generator(images.device).manual_seed(0), device=images.device)
+    amp = autocast(device)
+    order = torch.randperm(len(images), generator=torch.Generator(images.device).manual_seed(0), device=images.device)
+    order = order[:at_most]
+    n = len(order)
     aug_gen = torch.Generator(device).manual_seed(0) if augment_mask is not None else None
     modes, momenta = {m: m.training for m in model.modules()}, [m.momentum for m in layers]
     try:

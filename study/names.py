@@ -33,6 +33,6 @@ SAMPLER_OPTIONS: dict[str, tuple[str, ...]] = {name: ("k_neighbors",) if name ==
 # Metrics: one name everywhere (Ray results, MLflow, summary tables). A split prefix and a base name:
 # train_<m> (the batches as trained), val_<m> (validation, per epoch), test_<m> (the held-out split).
 BASE_METRICS = ("loss", "accuracy", "balanced_accuracy", "macro_precision", "macro_recall", "macro_f1",
-                "minority_precision", "minority_recall", "minority_f1", "expected_cost")
+                "minority_precision", "minority_recall", "minority_f1", "expected_cost", "brier")
 VAL_MACRO_F1 = "val_macro_f1"  # what Optuna, ASHA and checkpoint ranking read: validation macro-F1
 TEST_MACRO_F1 = "test_macro_f1"

@@ -34,3 +34,14 @@ def test_the_long_chaos_run_keeps_the_records_exact(tmp_path: Path, request: pyt
     tally = _checked(chaos.Config(), tmp_path)
     kills = tally.worker_kills + tally.nodes_removed + tally.driver_sigkills + tally.driver_sigints
     assert kills >= 10, tally.events
+
+
+def test_the_report_lists_each_check_and_the_run_statuses_apart() -> None:
+    """The long run's report once died on the statuses entry (a dict, not a check) after 484 s of chaos."""
+    checks = {"no run RUNNING": (True, "RUNNING: []"), "no child run FAILED": (False, "FAILED: ['search:t1']"),
+              "_statuses": {"search:FINISHED": 5, "search:FAILED": 1}}
+    text = chaos.markdown(chaos.Config(), chaos.Tally(exits=[-9, 0]), checks, 484.0, ["--space", "chaos"], "python x")
+    assert "| no run RUNNING | pass | RUNNING: [] |" in text
+    assert "| no child run FAILED | **FAIL** | FAILED: ['search:t1'] |" in text
+    assert 'Run statuses (phase:status): {"search:FAILED": 1, "search:FINISHED": 5}' in text
+    assert chaos.failures(checks) == ["no child run FAILED: FAILED: ['search:t1']"]

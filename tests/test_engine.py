@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
 import sys
 from pathlib import Path
 from types import SimpleNamespace
 
 import pyarrow.fs
 import pytest
+from ray import tune
 from ray.tune.schedulers import ASHAScheduler, TrialScheduler
 from ray.tune.search import Searcher
 
@@ -82,6 +84,26 @@ def test_each_approach_has_its_own_asha() -> None:
     assert scheduler.on_trial_result(None, trials["weak1"], result(0.4)) == TrialScheduler.CONTINUE  # first of its rung
     assert scheduler.on_trial_result(None, trials["strong2"], result(0.5)) == TrialScheduler.STOP  # below strong1
     assert scheduler.on_trial_result(None, trials["weak2"], result(0.45)) == TrialScheduler.CONTINUE  # above weak1
+
+
+def test_asha_breaks_a_macro_f1_tie_by_the_lower_brier_score() -> None:
+    """Early rungs of an imbalanced study tie (every trial answers the majority class); ASHA stops only a trial
+    strictly below the cutoff, so without a tie-break it stopped none. Between equal macro-F1 the worse-calibrated
+    trial stops; a real macro-F1 difference still outranks any Brier score."""
+    scheduler = PerApproachScheduler({"a": asha()}, "val_macro_f1")
+    trials = [SimpleNamespace(trial_id=f"t{i}", config={"approach": "a"}) for i in range(4)]
+    for t in trials:
+        scheduler.on_trial_add(None, t)
+    result = lambda f1, brier: {"val_macro_f1": f1, "val_brier": brier, "training_iteration": 1}  # noqa: E731
+    assert scheduler.on_trial_result(None, trials[0], result(0.5, 0.40)) == TrialScheduler.CONTINUE
+    assert scheduler.on_trial_result(None, trials[1], result(0.5, 0.55)) == TrialScheduler.STOP  # tied, worse Brier
+    assert scheduler.on_trial_result(None, trials[2], result(0.5, 0.30)) == TrialScheduler.CONTINUE  # tied, better
+    assert scheduler.on_trial_result(None, trials[3], result(0.501, 1.99)) == TrialScheduler.CONTINUE  # F1 first
+    plain = PerApproachScheduler({"a": asha()}, "val_macro_f1")  # a result without a Brier score is ranked as is
+    for t in trials[:2]:
+        plain.on_trial_add(None, t)
+    assert plain.on_trial_result(None, trials[0], {"val_macro_f1": 0.5, "training_iteration": 1}) == TrialScheduler.CONTINUE
+    assert plain.on_trial_result(None, trials[1], {"val_macro_f1": 0.5, "training_iteration": 1}) == TrialScheduler.CONTINUE
 
 
 def lr_space(trial) -> dict:
@@ -436,3 +458,31 @@ def test_ray_tune_may_queue_a_trial_per_slot(tmp_path, local_ray, monkeypatch) -
     monkeypatch.setenv(engine.PENDING_VAR, "7")
     engine.pending_trials(auto)
     assert os.environ[engine.PENDING_VAR] == "7"
+
+
+def test_a_trial_whose_latest_checkpoint_is_gone_restores_from_its_newest_kept_one(tmp_path) -> None:
+    """The long chaos run: Ray deleted the checkpoint a resumed study's snapshot named as latest (a better one had
+    come since), so the trial failed to restore on every retry. It now restarts from the newest kept one left."""
+    from ray.train._internal.checkpoint_manager import _CheckpointManager
+    from ray.train._internal.session import _TrainingResult
+
+    from study.engine import RestoreFromKept, restore_from_kept
+
+    manager = _CheckpointManager(tune.CheckpointConfig(num_to_keep=2, checkpoint_score_attribute="val_macro_f1",
+                                                        checkpoint_score_order="max"))
+    fs = pyarrow.fs.LocalFileSystem()
+    for i, f1 in enumerate((0.8, 0.6)):  # epoch 1 scores better than epoch 2: both kept, epoch 2 the latest
+        (tmp_path / f"checkpoint_{i:06d}").mkdir()
+        manager.register_checkpoint(_TrainingResult(tune.Checkpoint(str(tmp_path / f"checkpoint_{i:06d}"), fs),
+                                                    {"val_macro_f1": f1, "training_iteration": i + 1}))
+    trial = SimpleNamespace(trial_id="t0", status="PENDING", run_metadata=SimpleNamespace(checkpoint_manager=manager))
+    assert not restore_from_kept(trial)  # still there: nothing to do
+    (tmp_path / "checkpoint_000001").rmdir()  # what the snapshot names as latest, deleted since
+    callback = RestoreFromKept()
+    callback.on_step_begin(0, [trial])
+    assert manager.latest_checkpoint_result.checkpoint.path.endswith("checkpoint_000000")
+    assert [r.metrics["training_iteration"] for r in manager._checkpoint_results] == [1]
+    (tmp_path / "checkpoint_000000").rmdir()
+    callback.on_trial_recover(0, [trial], trial)  # a retry with nothing kept: from scratch
+    assert manager.latest_checkpoint_result is None and manager._checkpoint_results == []
+    assert pickle.loads(pickle.dumps(callback)).looked is False  # a resumed driver looks again

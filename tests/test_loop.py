@@ -328,6 +328,21 @@ def test_recalibrated_statistics_are_the_training_sets_statistics_of_the_batchno
     assert all(torch.equal(v, model.state_dict()[k]) for k, v in weights.items())  # the weights are fixed
 
 
+def test_recalibration_at_most_n_images_takes_a_fixed_random_subset() -> None:
+    torch.manual_seed(0)
+    model = TinyNet().eval()
+    images = grey_images(60, size=8)
+    pick = torch.randperm(60, generator=torch.Generator().manual_seed(0))[:16]  # the pass's own draw
+    with torch.no_grad():
+        h = model[0](to_input(images[pick], CPU))
+    recalibrate_bn(model, images, batch_size=64, device=CPU, at_most=16)  # one batch of the 16 drawn
+    assert int(model[1].num_batches_tracked) == 1
+    assert torch.allclose(model[1].running_mean, h.mean((0, 2, 3)), atol=1e-6)
+    recalibrate_bn(model, images, batch_size=64, device=CPU, at_most=100)  # more than there are: all 60
+    with torch.no_grad():
+        assert torch.allclose(model[1].running_mean, model[0](to_input(images, CPU)).mean((0, 2, 3)), atol=1e-6)
+
+
 def test_recalibration_restores_every_modules_mode_and_keeps_frozen_statistics() -> None:
     """Frozen stages keep their transferred statistics: the layers after them learned on those, and the loop
     never updates them (it keeps them in eval mode)."""

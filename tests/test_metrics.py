@@ -75,8 +75,8 @@ def test_minority_is_required_and_must_be_a_label() -> None:
 def test_keys_are_the_shared_base_names_without_a_split_prefix() -> None:
     m = classification_metrics(*worked_example(), CLASSES, minority=0)
     per_class = {f"{k}_{c}" for k in ("precision", "recall", "f1") for c in CLASSES}
-    # loss comes from the epoch's result, expected_cost from the cost approach: every other base name is here
-    assert set(m) == (set(BASE_METRICS) - {"loss", "expected_cost"}) | per_class | {"confusion"}
+    # loss comes from the epoch's result, expected_cost and brier from study.trainable.scored: every other is here
+    assert set(m) == (set(BASE_METRICS) - {"loss", "expected_cost", "brier"}) | per_class | {"confusion"}
 
 
 def test_balanced_accuracy_differs_from_accuracy_on_imbalanced_data() -> None:
