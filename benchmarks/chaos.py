@@ -44,16 +44,17 @@ PAUSED = 130  # the driver's exit code after SIGINT
 class Config:
     """One chaos run's size and schedule."""
 
-    trials: int = 3  # search trials per approach
-    epochs: int = 4
+    trials: int = 4  # search trials per approach
+    epochs: int = 6
     seeds: list[str] = field(default_factory=lambda: ["--confirm-min-seeds", "2", "--confirm-max-seeds", "3"])
     extra: list[str] = field(default_factory=lambda: ["--confirm-top", "2", "--confirm-race-seeds", "1"])
-    driver_events: list[str] = field(default_factory=lambda: ["kill", "int", "kill", "int", "kill"])
+    # an idle machine ran the 3 x 4 study in 200 s: too short for 10 kills (a digits trial lasts seconds)
+    driver_events: list[str] = field(default_factory=lambda: ["kill", "int"] * 3)
     event_delay: tuple[float, float] = (5.0, 60.0)  # seconds after the driver's first Tuner line
-    worker_kills: int = 8  # at most
+    worker_kills: int = 10  # at most
     warmup: float = 30.0
-    interval: float = 5.0
-    chance: float = 0.4
+    interval: float = 4.0
+    chance: float = 0.6
     remove_node: bool = True
     seed: int = 0
     deadline: float = 3000.0
