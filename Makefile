@@ -62,7 +62,6 @@ clean:
 chaos: $(STAMP)
 	$(PY) benchmarks/chaos.py $(ARGS)
 
-# the slow tier (the chaos runs, the S3 SIGKILL resume, two GPU-share cases), then the chaos run itself
+# the slow tier: the long chaos run as a test (make chaos writes its report), the S3 SIGKILL resume, two GPU-share cases
 test-slow: $(STAMP)
 	$(PY) -m pytest -q -m slow $(ARGS)
-	$(MAKE) chaos

@@ -400,8 +400,8 @@ def main() -> int:
 
 def short_config(seed: int = 0) -> Config:
     """The test's size: one worker kill, one driver SIGKILL and one SIGINT, fixed confirmation seeds, no race."""
-    return Config(trials=2, epochs=3, seeds=["--confirm-seeds", "2"], extra=["--confirm-top", "1"],
-                  driver_events=["kill", "int"], event_delay=(2.0, 15.0), worker_kills=1, warmup=10.0, interval=3.0,
+    return Config(trials=2, epochs=2, seeds=["--confirm-seeds", "2"], extra=["--confirm-top", "1"],
+                  driver_events=["kill", "int"], event_delay=(2.0, 8.0), worker_kills=1, warmup=5.0, interval=3.0,
                   chance=0.5, remove_node=False, seed=seed, deadline=800.0)
 
 
