@@ -211,6 +211,19 @@ def _refuse_aliases(text: str) -> None:
                                               event.start_mark)
 
 
+MAX_FLOW_DEPTH = 64  # nested [ and { in a space file (its deepest legitimate use is 3)
+
+
+def _refuse_deep_nesting(text: str, path: Path) -> None:
+    """PyYAML's scanner takes time growing with the square of the flow depth (100,000 nested ``[`` took 105 s before
+    its RecursionError): counted first, in the raw text (a bracket inside a quoted string counts too)."""
+    depth = 0
+    for bracket in re.finditer(r"[\[\]{}]", text):
+        depth += 1 if bracket.group() in "[{" else -1
+        if depth > MAX_FLOW_DEPTH:
+            raise SpaceError(f"{path.name}: malformed YAML: nested too deeply")
+
+
 def _read(name: str, directory: Path | None) -> dict[str, Any]:
     """A space file's top-level mapping: a regular UTF-8 file of at most MAX_SPACE_BYTES, plain YAML (no aliases)."""
     _check_name(name, "")
@@ -218,6 +231,7 @@ def _read(name: str, directory: Path | None) -> dict[str, Any]:
     if not os.path.lexists(path):
         raise SpaceError(f"unknown space '{name}'; choose one of: {', '.join(available(directory))}")
     text = read_text(path, MAX_SPACE_BYTES, SpaceError, path.name)  # stat first: a FIFO or device never hangs
+    _refuse_deep_nesting(text, path)
     try:
         _refuse_aliases(text)
         doc = yaml.safe_load(text)
