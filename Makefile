@@ -53,7 +53,7 @@ ui: $(STAMP)
 	@mkdir -p results
 	@echo "MLflow UI: http://127.0.0.1:5000; each space's latest study, its parent runs best first:"
 	@test ! -f results/mlflow.db || $(PY) -c "from study.report import print_links; print_links('sqlite:///results/mlflow.db')"
-	$(VENV)/bin/mlflow ui --backend-store-uri sqlite:///results/mlflow.db --host 127.0.0.1 --port 5000
+	MLFLOW_DISABLE_TELEMETRY=true $(VENV)/bin/mlflow ui --backend-store-uri sqlite:///results/mlflow.db --host 127.0.0.1 --port 5000
 
 clean:
 	rm -rf results/ray results/cache results/checkpoints

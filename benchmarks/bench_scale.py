@@ -366,6 +366,7 @@ def main() -> int:
     ap.add_argument("--out", type=Path, default=OUT)
     ap.add_argument("--findings", type=Path, help="a markdown file: the reading of the figures, after the tables")
     ap.add_argument("--render", action="store_true", help="rewrite scale.md from --out's scale.json (and --findings)")
+    ap.add_argument("--append", action="store_true", help="keep --out's runs of other sizes (a size run on its own)")
     ap.add_argument("--one", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.one:
@@ -388,6 +389,12 @@ def main() -> int:
     figures = {"command": "python benchmarks/bench_scale.py " + " ".join(sys.argv[1:]), "when": started,
                "machine": f"{os.cpu_count()} CPUs ({os.uname().nodename})", "epochs": args.epochs, "sleep_s": args.sleep_s,
                "slots": SLOTS, "approaches": APPROACHES, "note": args.note, "runs": runs, "findings": findings or []}
+    if args.append and (args.out / "scale.json").exists():
+        before = json.loads((args.out / "scale.json").read_text())
+        runs += [r for r in before["runs"] if r["size"] not in sizes]
+        figures["command"] = f"{before['command']}; then {figures['command']}"
+        figures["note"] = " ".join(filter(None, [before.get("note", ""), args.note]))
+        figures["findings"] = findings or before.get("findings", [])
     try:
         for size in sizes:
             for mode, store in [("plain", "none")] + [("ours", s) for s in stores]:

@@ -598,7 +598,7 @@ class MLflowCallback(tune.Callback):
             return
         run_id, last = self.run(trial), trial.last_result or {}
         epochs = int(last.get("training_iteration", 0))
-        self.tracker.log_artifacts(run_id, last)
+        self.tracker.log_artifacts(run_id, last, figure=self.phase != "search")
         if "test_y_pred" in last:
             self.tracker.client.log_dict(run_id, {"y_true": last["test_y_true"], "y_pred": last["test_y_pred"],
                                                   "probs": last.get("test_probs")}, "test_predictions.json")

@@ -98,6 +98,22 @@ def test_bench_scale_figures_ratios_and_growth_exponents() -> None:
     assert "| 1000 | sqlite | 1.30 | 4.00 |" in md and "Target met: no." in md and "busy." in md
 
 
+def test_bench_scale_render_rewrites_the_report_with_a_reading(tmp_path, monkeypatch) -> None:
+    bench = _bench_scale()
+    args = __import__("argparse").Namespace(sleep_s=0.5)
+    runs = [{**r, **bench.derived(r, args)} for r in (_row("plain", "none", 100, 50.0, 5.0, 0, 700.0),
+                                                       _row("ours", "sqlite", 100, 55.0, 10.0, 2000, 800.0))]
+    (tmp_path / "scale.json").write_text(json.dumps({"command": "c", "machine": "m", "when": "w", "epochs": 2,
+                                                     "sleep_s": 0.5, "note": "", "runs": runs}))
+    (tmp_path / "reading.md").write_text("## Reading\n\nThe driver keeps up.\n")
+    monkeypatch.setattr(sys, "argv", ["bench_scale.py", "--render", "--out", str(tmp_path), "--findings",
+                                      str(tmp_path / "reading.md")])
+    assert bench.main() == 0
+    md = (tmp_path / "scale.md").read_text()
+    assert "| 100 | sqlite | 1.10 | 2.00 |" in md and md.endswith("## Reading\n\nThe driver keeps up.\n")
+    assert json.loads((tmp_path / "scale.json").read_text())["findings"] == ["## Reading", "", "The driver keeps up."]
+
+
 def test_null_trainable_scores_a_config_the_same_every_time() -> None:
     _bench_scale()
     from scale_trainable import synthetic_f1

@@ -77,6 +77,16 @@ def test_logging_many_runs_leaves_no_figure_open(tmp_path) -> None:
     assert {"val_confusion_matrix.png", "val_per_class_report.tsv", "config.json"} <= artifacts
 
 
+def test_a_run_without_the_figure_keeps_the_confusion_counts_in_its_report(tmp_path) -> None:
+    """A search trial's run skips the drawn matrix (85 ms of the driver's CPU a trial, bench_scale.py)."""
+    t = tracker(tmp_path)
+    run = t.child("t0", {"lr": 0.1}, {"phase": "search"})
+    t.log_artifacts(run, {"val_confusion": [[3, 1], [0, 4]], "val_macro_f1": 0.8}, figure=False)
+    assert {a.path for a in t.client.list_artifacts(run)} == {"val_per_class_report.tsv", "config.json"}
+    report = t.client.download_artifacts(run, "val_per_class_report.tsv", str(tmp_path))
+    assert Path(report).read_text().endswith("confusion: true \\ predicted\tcat\tdog\ncat\t3\t1\ndog\t0\t4\n")
+
+
 def test_child_runs_are_searched_for_once_per_tracker_not_once_per_trial(tmp_path) -> None:
     t = tracker(tmp_path)
     searches = []
