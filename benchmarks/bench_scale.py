@@ -24,6 +24,7 @@ import json
 import math
 import os
 import resource
+import shlex
 import shutil
 import signal
 import socket
@@ -367,6 +368,8 @@ def main() -> int:
     ap.add_argument("--findings", type=Path, help="a markdown file: the reading of the figures, after the tables")
     ap.add_argument("--render", action="store_true", help="rewrite scale.md from --out's scale.json (and --findings)")
     ap.add_argument("--append", action="store_true", help="keep --out's runs of other sizes (a size run on its own)")
+    ap.add_argument("--no-plain", action="store_true", help="our runs only (plain Ray Tune's one TPE over every "
+                    "trial is what does not fit at 10,000 here)")
     ap.add_argument("--one", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.one:
@@ -386,7 +389,7 @@ def main() -> int:
         return 2
     started, runs = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), []
     scratch = Path(tempfile.mkdtemp(prefix="bench-scale-"))
-    figures = {"command": "python benchmarks/bench_scale.py " + " ".join(sys.argv[1:]), "when": started,
+    figures = {"command": "python benchmarks/bench_scale.py " + shlex.join(sys.argv[1:]), "when": started,
                "machine": f"{os.cpu_count()} CPUs ({os.uname().nodename})", "epochs": args.epochs, "sleep_s": args.sleep_s,
                "slots": SLOTS, "approaches": APPROACHES, "note": args.note, "runs": runs, "findings": findings or []}
     if args.append and (args.out / "scale.json").exists():
@@ -397,7 +400,7 @@ def main() -> int:
         figures["findings"] = findings or before.get("findings", [])
     try:
         for size in sizes:
-            for mode, store in [("plain", "none")] + [("ours", s) for s in stores]:
+            for mode, store in ([] if args.no_plain else [("plain", "none")]) + [("ours", s) for s in stores]:
                 runs.append(measure(mode, store, size, args, scratch))
                 write(figures, args.out, scratch)  # after every run: a long benchmark stopped halfway keeps its rows
     finally:

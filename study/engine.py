@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import signal
 import tempfile
@@ -320,7 +321,8 @@ def tie_broken(result: dict) -> dict:
     strictly below its rung's cutoff, so without this it stopped none there (results/bench/vs_tutorial.md)."""
     if VAL_MACRO_F1 not in result or VAL_BRIER not in result:
         return result
-    return {**result, VAL_MACRO_F1: result[VAL_MACRO_F1] - TIE_BREAK * result[VAL_BRIER]}
+    brier = result[VAL_BRIER] if math.isfinite(result[VAL_BRIER]) else 2.0  # a diverged trial's NaN: the worst
+    return {**result, VAL_MACRO_F1: result[VAL_MACRO_F1] - TIE_BREAK * brier}
 
 
 class PerApproachScheduler(FIFOScheduler):

@@ -16,7 +16,14 @@ from ray import tune
 from ray.tune.schedulers import ASHAScheduler, TrialScheduler
 from ray.tune.search import Searcher
 
-from study.engine import KeepBestCheckpoints, PerApproachScheduler, PerApproachSearch, delete_checkpoints, stored_trials
+from study.engine import (
+    KeepBestCheckpoints,
+    PerApproachScheduler,
+    PerApproachSearch,
+    delete_checkpoints,
+    stored_trials,
+    tie_broken,
+)
 
 
 class Recording(Searcher):
@@ -99,6 +106,7 @@ def test_asha_breaks_a_macro_f1_tie_by_the_lower_brier_score() -> None:
     assert scheduler.on_trial_result(None, trials[1], result(0.5, 0.55)) == TrialScheduler.STOP  # tied, worse Brier
     assert scheduler.on_trial_result(None, trials[2], result(0.5, 0.30)) == TrialScheduler.CONTINUE  # tied, better
     assert scheduler.on_trial_result(None, trials[3], result(0.501, 1.99)) == TrialScheduler.CONTINUE  # F1 first
+    assert tie_broken(result(0.5, float("nan")))["val_macro_f1"] == 0.5 - 2e-6  # diverged: the worst, never NaN
     plain = PerApproachScheduler({"a": asha()}, "val_macro_f1")  # a result without a Brier score is ranked as is
     for t in trials[:2]:
         plain.on_trial_add(None, t)
