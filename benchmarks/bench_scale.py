@@ -356,8 +356,8 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--sizes", default="100,1000", help="trial counts, comma-separated (multiples of 4)")
     ap.add_argument("--big", action="store_true",
-                    help="add 10,000 trials: about 800 s of theoretical minimum at the default trial (ASHA stops most "
-                         "early); fits 15 minutes where the driver ends ~12 trials/s (a 2-core machine managed 1/s)")
+                    help="add 10,000 trials (an idle 2-core machine ended 4,863 in 34 minutes, "
+                         "its driver falling from 6 to 1.2 trials/s: results/bench/scale.md)")
     ap.add_argument("--stores", default="sqlite,server", help="MLflow stores for our runs: sqlite, server")
     ap.add_argument("--epochs", type=int, default=4)
     ap.add_argument("--sleep-s", type=float, default=0.25, help="one epoch's sleep")
