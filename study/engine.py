@@ -36,7 +36,7 @@ from ray.tune.search import Searcher
 from ray.tune.stopper import Stopper
 
 from study.errors import StudyError
-from study.names import VAL_MACRO_F1
+from study.names import VAL_BRIER, VAL_MACRO_F1
 from study.store import Tracker, numeric_metrics
 
 STATE_FILE = "per-approach-search.json"
@@ -311,7 +311,6 @@ class PerApproachSearch(Searcher):
         self.suggested, self.owner, self.told = Counter(state["suggested"]), state["owner"], state.get("told", {})
 
 
-VAL_BRIER = "val_brier"
 TIE_BREAK = 1e-6  # times the Brier score (0 to 2): far below any macro-F1 step on a validation split
 
 

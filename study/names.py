@@ -35,4 +35,5 @@ SAMPLER_OPTIONS: dict[str, tuple[str, ...]] = {name: ("k_neighbors",) if name ==
 BASE_METRICS = ("loss", "accuracy", "balanced_accuracy", "macro_precision", "macro_recall", "macro_f1",
                 "minority_precision", "minority_recall", "minority_f1", "expected_cost", "brier")
 VAL_MACRO_F1 = "val_macro_f1"  # what Optuna, ASHA and checkpoint ranking read: validation macro-F1
+VAL_BRIER = "val_brier"  # ASHA's tie-break between equal validation macro-F1 (study.engine.tie_broken)
 TEST_MACRO_F1 = "test_macro_f1"
